@@ -1,0 +1,118 @@
+"""The recurrent-state protocol shared by stateful layers.
+
+A stateful layer keeps one ``(h, c)`` pair per stage as a *plain attribute*: not a parameter, not a buffer, so
+``state_dict()``, checkpoints and EMA never see it. The rules:
+
+* ``reset(mask=None)``: ``None`` clears everything; a bool mask of length B zeroes only those batch rows.
+* Implicit reset: the stored state is dropped when the next input has another batch size, spatial shape, device
+  or dtype.
+* The stored state is always detached: gradients flow through the T steps of one forward, never across forwards
+  (truncated BPTT of length T). Use the functional ``forward_with_states`` to keep a graph across calls.
+* ``__getstate__`` drops the state, so ``copy.deepcopy`` (EMA), ``pickle`` and ``torch.save(module)`` never
+  carry it and a copy starts with its own, empty state.
+* The state is at least float32, also under autocast.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+__all__ = ['RecurrentStateMixin', 'LstmStates']
+
+LstmStates = List[Tuple[torch.Tensor, torch.Tensor]]
+ResetMask = Union[torch.Tensor, Sequence[bool]]
+
+
+class RecurrentStateMixin:
+    """Mixin for an ``nn.Module`` that stores per-stage LSTM states between forwards.
+
+    The host class calls :meth:`_init_recurrent_state` in ``__init__``, :meth:`_matching_states` before a forward
+    and :meth:`_store_states` after it.
+    """
+
+    _recurrent_states: Optional[LstmStates] = None
+    _recurrent_input_dtype: Optional[torch.dtype] = None
+
+    def _init_recurrent_state(self) -> None:
+        self._recurrent_states = None
+        self._recurrent_input_dtype = None  # dtype of the input that produced the state; None: accept any
+
+    @property
+    def states(self) -> Optional[LstmStates]:
+        """The stored per-stage ``(h, c)`` tuples (``(B, C_s, H_s, W_s)`` each), or None when empty."""
+        return self._recurrent_states
+
+    @states.setter
+    def states(self, states: Optional[Sequence[Tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        self.set_states(states)
+
+    def set_states(
+            self,
+            states: Optional[Sequence[Tuple[torch.Tensor, torch.Tensor]]],
+            input_dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        """Replace the stored state (e.g. by an export runner). ``input_dtype`` None accepts inputs of any dtype."""
+        if states is None:
+            self._init_recurrent_state()
+            return
+        self._recurrent_states = [(h.detach(), c.detach()) for h, c in states]
+        self._recurrent_input_dtype = input_dtype
+
+    def reset(self, mask: Optional[ResetMask] = None) -> None:
+        """Zero the state of the batch slots where ``mask`` is True; ``mask=None`` clears the whole state.
+
+        A mask whose length differs from the stored batch size clears everything: the next forward has a new
+        batch size and would reset implicitly anyway.
+        """
+        states = self._recurrent_states
+        if mask is None or states is None:
+            self._init_recurrent_state()
+            return
+        mask = torch.as_tensor(mask)
+        if mask.dtype != torch.bool or mask.ndim != 1:
+            raise TypeError(f'reset: mask must be a 1-D bool tensor or list of bools, got {mask.dtype} {tuple(mask.shape)}')
+        if mask.shape[0] != states[0][0].shape[0]:
+            self._init_recurrent_state()
+            return
+        rows = mask.to(states[0][0].device).view(-1, 1, 1, 1)
+        self._recurrent_states = [(h.masked_fill(rows, 0.0), c.masked_fill(rows, 0.0)) for h, c in states]
+
+    def _matching_states(
+            self,
+            state_shapes: Sequence[Tuple[int, ...]],
+            device: torch.device,
+            input_dtype: torch.dtype,
+    ) -> Optional[LstmStates]:
+        """The stored state if it fits an input (expected per-stage h/c shapes, device, dtype), else reset to None."""
+        states = self._recurrent_states
+        if states is None:
+            return None
+        fits = (
+            len(states) == len(state_shapes)
+            and all(tuple(h.shape) == tuple(s) and tuple(c.shape) == tuple(s) for (h, c), s in zip(states, state_shapes))
+            and all(h.device == device and c.device == device for h, c in states)
+            and self._recurrent_input_dtype in (None, input_dtype)
+        )
+        if not fits:
+            self._init_recurrent_state()
+            return None
+        if not torch.is_inference_mode_enabled() and states[0][0].is_inference():
+            # a state left by an inference_mode forward (e.g. a validation loop) cannot enter autograd as it is
+            states = [(h.clone(), c.clone()) for h, c in states]
+        return states
+
+    def _store_states(self, states: LstmStates, input_dtype: torch.dtype) -> None:
+        self._recurrent_states = [(h.detach(), c.detach()) for h, c in states]
+        self._recurrent_input_dtype = input_dtype
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = super().__getstate__()  # nn.Module / object
+        state = dict(state)
+        state['_recurrent_states'] = None
+        state['_recurrent_input_dtype'] = None
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._init_recurrent_state()

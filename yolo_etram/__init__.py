@@ -1,0 +1,21 @@
+"""yolo-etram: recurrent event-camera object detection as an Ultralytics plugin.
+
+Importing the package is cheap (no torch, no Ultralytics); ``EventYOLO`` and the Ultralytics integration load on first
+use, so ``etram-yolo prepare`` and ``synth`` start fast.
+
+Usage:
+    >>> from yolo_etram import EventYOLO
+    >>> EventYOLO("rvt-t.yaml").train(data="etram-synth.yaml", epochs=1)
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {"EventYOLO": "yolo_etram.model"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'yolo_etram' has no attribute {name!r}")

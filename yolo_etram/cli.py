@@ -1,0 +1,35 @@
+"""``etram-yolo``: the stock Ultralytics CLI with this plugin active, plus ``prepare`` and ``synth``.
+
+Usage:
+    etram-yolo synth datasets/etram_synth_raw --train 4 --val 2 --test 1
+    etram-yolo prepare datasets/etram_synth_raw datasets/etram_synth --kind etram --workers 2
+    etram-yolo train model=rvt-t.yaml data=etram-synth.yaml epochs=1
+"""
+
+from __future__ import annotations
+
+import sys
+
+DATA_COMMANDS = {
+    "prepare": "yolo_etram.data.prepare",
+    "synth": "yolo_etram.data.synthetic",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DATA_COMMANDS:
+        import importlib
+
+        return importlib.import_module(DATA_COMMANDS[argv[0]]).main(argv[1:]) or 0
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__)
+        if not argv or argv[0] != "help":
+            return 0
+    from yolo_etram.ultralytics_cli import run_ultralytics
+
+    return run_ultralytics(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""RVT's label preprocessing: box filters, 10 Hz label-frame selection and window end timestamps.
+
+Every rule here reproduces ``RVT:scripts/genx/preprocess_dataset.py`` (see ``shared/reference/rvt_spec.md`` 2.2-2.4),
+including its float32 box arithmetic, so the written labels and indices are bit-identical to RVT's. Two generalisations,
+both equal to RVT on its own data: the sensor size comes from the recording (RVT hard-codes 720x1280 / 240x304), and
+label rates other than 30/60 Hz give a clear error instead of an assertion.
+
+Usage:
+    >>> from yolo_etram.data.labels import DATASET_KINDS, select_label_frames
+    >>> kind = DATASET_KINDS["gen4"]
+    >>> boxes = filter_boxes(boxes, kind, height=720, width=1280, train=True)
+    >>> frames = select_label_frames(boxes, kind)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .io import EventDataError
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """Preprocessing rules of one dataset family.
+
+    Attributes:
+        name: ``gen1``, ``gen4`` or ``etram``.
+        label_period_us: base label-frame period; ``None`` derives ~100 ms from a 30/60 Hz label rate (gen4/eTraM).
+        max_class_id: boxes with a larger class id are dropped (gen4 keeps pedestrian, two-wheeler, car); ``None`` keeps all.
+        psee_filter: Prophesee size filter (diagonal and side) instead of the conservative ``w, h >= 5``.
+        min_diag, min_side: the Prophesee size filter's thresholds in sensor pixels.
+        faulty_filter: on train, drop boxes wider than 9/10 of the sensor.
+        downsample: store histograms at half resolution (``_ds2_nearest``).
+        class_map: optional id remapping applied before filtering (e.g. eTraM 8 classes to 3); ids mapped to -1 are dropped.
+    """
+
+    name: str
+    label_period_us: int | None
+    max_class_id: int | None
+    psee_filter: bool
+    min_diag: int
+    min_side: int
+    faulty_filter: bool = True
+    downsample: bool = False
+    class_map: dict[int, int] = field(default_factory=dict)
+
+
+DATASET_KINDS = {
+    "gen1": DatasetKind("gen1", 250_000, None, True, 30, 10, downsample=False),
+    "gen4": DatasetKind("gen4", None, 2, False, 60, 20, downsample=True),
+    "etram": DatasetKind("etram", None, None, False, 60, 20, downsample=True),
+}
+
+ETRAM_8_TO_3 = {0: 0, 1: 1, 2: 2, 3: 1, 4: 2, 5: 1, 6: 1, 7: 2}
+"""eTraM 8 classes (pedestrian, car, bicycle, bus, motorbike, truck, tram, wheelchair) to 3 (pedestrian, vehicle, micromobility)."""
+
+ALIGN_T_US = 100_000  # the first label frame is the first label time at or after this
+FRAME_STEP_MS = 100  # label frames are ~10 Hz
+JITTER_US = 2_000  # label times within this of the 10 Hz grid are accepted
+
+
+def remap_classes(boxes: np.ndarray, class_map: dict[int, int]) -> np.ndarray:
+    """Map class ids through ``class_map``; ids it maps to -1 are dropped. Unknown ids are an error."""
+    if not class_map:
+        return boxes
+    ids = boxes["class_id"].astype(np.int64)
+    unknown = sorted(set(np.unique(ids).tolist()) - set(class_map))
+    if unknown:
+        raise EventDataError(f"class ids {unknown} are not in the class mapping {class_map}")
+    lut = np.full(max(class_map) + 1, -1, np.int64)
+    for k, v in class_map.items():
+        lut[k] = v
+    new = lut[ids]
+    boxes = boxes[new >= 0].copy()
+    boxes["class_id"] = new[new >= 0]
+    return boxes
+
+
+def filter_boxes(boxes: np.ndarray, kind: DatasetKind, height: int, width: int, train: bool) -> np.ndarray:
+    """RVT's ``apply_filters``: class filter, crop to the field of view, size filter, faulty-box filter (train only)."""
+    boxes = remap_classes(boxes, kind.class_map)
+    if kind.max_class_id is not None:
+        boxes = boxes[boxes["class_id"] <= kind.max_class_id]
+    boxes = boxes.copy()
+    x0, y0 = boxes["x"], boxes["y"]
+    x1, y1 = x0 + boxes["w"], y0 + boxes["h"]  # float32, as RVT computes
+    x0c, y0c = np.clip(x0, 0, width - 1), np.clip(y0, 0, height - 1)
+    x1c, y1c = np.clip(x1, 0, width - 1), np.clip(y1, 0, height - 1)
+    boxes["x"], boxes["y"], boxes["w"], boxes["h"] = x0c, y0c, x1c - x0c, y1c - y0c
+    boxes = boxes[(boxes["w"] > 0) & (boxes["h"] > 0)]
+    w, h = boxes["w"], boxes["h"]
+    if kind.psee_filter:
+        keep = (w**2 + h**2 >= kind.min_diag**2) & (w >= kind.min_side) & (h >= kind.min_side)
+    else:
+        keep = (w >= 5) & (h >= 5)
+    boxes = boxes[keep]
+    if train and kind.faulty_filter:
+        boxes = boxes[boxes["w"] <= (9 * width) // 10]
+    return boxes
+
+
+def base_label_period_us(unique_t: np.ndarray, kind: DatasetKind, source: str = "") -> int:
+    """About 100 ms: 3 label periods at 30 Hz, 6 at 60 Hz (gen4/eTraM); 250 ms for gen1."""
+    if kind.label_period_us is not None:
+        return kind.label_period_us
+    if len(unique_t) < 2:
+        return 100_000  # one label time: the period is never used
+    median = np.median(np.diff(unique_t))
+    hz = int(np.rint(1e6 / median))
+    if hz not in (30, 60):
+        raise EventDataError(f"{source}: labels come at {hz} Hz (median spacing {median:.0f} us); RVT's preprocessing "
+                             "needs 30 or 60 Hz labels to pick 10 Hz frames")
+    return int(6 * median if hz == 60 else 3 * median)
+
+
+@dataclass
+class LabelFrames:
+    """Labeled frames of one sequence and the end times of its event windows (RVT's ``labels_v2`` content)."""
+
+    labels: np.ndarray  # boxes of all accepted frames, concatenated in time order
+    frame_label_idx: np.ndarray  # int64 [F]: first row in ``labels`` of each frame (``objframe_idx_2_label_idx``)
+    frame_t: np.ndarray  # int64 [F]: frame times (``labels_v2/timestamps_us.npy``)
+    window_t: np.ndarray  # int64 [N]: event-window end times (``timestamps_us.npy`` of the representation)
+    frame_repr_idx: np.ndarray  # int64 [F]: window index of each frame (``objframe_idx_2_repr_idx.npy``)
+
+
+def select_label_frames(boxes: np.ndarray, kind: DatasetKind, window_step_ms: int = 50, source: str = "") -> LabelFrames:
+    """Pick ~10 Hz label frames from filtered, time-sorted boxes and build the window end times around them.
+
+    RVT's ``labels_and_ev_repr_timestamps``: the first frame is the first label time >= 100 ms; later label times are
+    kept when within 2 ms of a whole number of base periods after the last kept frame. Windows end every
+    ``window_step_ms`` before the first frame (pre-roll, each starting after t=0) and at ``linspace`` points between
+    consecutive frames, so a frame's time is always a window end.
+    """
+    if len(boxes) == 0:
+        raise EventDataError(f"{source}: no boxes left after filtering")
+    if FRAME_STEP_MS % window_step_ms:
+        raise ValueError(f"window step {window_step_ms} ms must divide the {FRAME_STEP_MS} ms frame step")
+    t_all = boxes["t"].astype(np.int64)
+    if np.any(np.diff(t_all) < 0):
+        order = np.argsort(t_all, kind="stable")
+        boxes, t_all = boxes[order], t_all[order]
+    unique_t = np.unique(t_all)
+    period = base_label_period_us(unique_t, kind, source)
+    first = int(np.searchsorted(unique_t, ALIGN_T_US, side="left"))
+    if first == len(unique_t):
+        raise EventDataError(f"{source}: no label at or after {ALIGN_T_US} us")
+    frames = [int(unique_t[first])]
+    windows_between = []
+    for ts in unique_t[first + 1:].tolist():
+        diff = ts - frames[-1]
+        n = round(diff / period)
+        if abs(diff - n * period) <= JITTER_US:
+            frames.append(ts)
+            windows_between.append(n * (FRAME_STEP_MS // window_step_ms))
+    frame_t = np.asarray(frames, np.int64)
+
+    step_us = window_step_ms * 1000
+    window_t = list(reversed(range(frames[0], 0, -step_us)))[1:-1]
+    for i, (n, a, b) in enumerate(zip(windows_between, frames[:-1], frames[1:])):
+        edges = np.linspace(a, b, n + 1).astype(np.int64).tolist()
+        window_t.extend(edges if i == len(windows_between) - 1 else edges[:-1])
+    if len(frames) == 1:
+        window_t.append(frames[0])
+    window_t = np.asarray(window_t, np.int64)
+
+    starts = np.searchsorted(t_all, frame_t, side="left")
+    ends = np.searchsorted(t_all, frame_t, side="right")
+    labels = np.concatenate([boxes[s:e] for s, e in zip(starts, ends)])
+    frame_label_idx = np.concatenate([[0], np.cumsum(ends - starts)[:-1]]).astype(np.int64)
+    frame_repr_idx = np.searchsorted(window_t, frame_t, side="left").astype(np.int64)
+    return LabelFrames(labels, frame_label_idx, frame_t, window_t, frame_repr_idx)

@@ -1,0 +1,244 @@
+"""``etram-yolo prepare RAW_DIR OUT_DIR``: raw recordings to RVT-layout prepared sequences, bit-identical to RVT.
+
+Output per sequence (RVT's layout, so RVT-prepared data loads here and ours loads in RVT)::
+
+    OUT/<split>/<name>/labels_v2/labels.npz                  labels, objframe_idx_2_label_idx
+    OUT/<split>/<name>/labels_v2/timestamps_us.npy           label-frame times
+    OUT/<split>/<name>/event_representations_v2/stacked_histogram_dt=50_nbins=10/
+        event_representations[_ds2_nearest].h5               'data' uint8 (N, 20, H, W), blosc zstd, 1 chunk/window
+        timestamps_us.npy                                    window end times
+        objframe_idx_2_repr_idx.npy                          window index of each label frame
+
+A sequence is built in ``OUT/.in_progress/`` and renamed into place when complete, so an interrupted run restarted with
+the same arguments skips finished sequences and never mistakes a half-written one for a finished one.
+
+This module imports neither torch nor Ultralytics: it starts fast.
+
+Usage:
+    >>> from yolo_etram.data.prepare import prepare_dataset
+    >>> prepare_dataset("datasets/etram_raw", "datasets/etram", kind="etram", workers=4)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .io import EventDataError, EventReader, blosc, find_recordings, load_boxes, open_h5, save_npy_atomic, save_npz_atomic
+from .labels import DATASET_KINDS, ETRAM_8_TO_3, DatasetKind, filter_boxes, select_label_frames
+from .representation import StackedHistogram, representation_dir_name, representation_file_name
+
+SPLITS = ("train", "val", "test")
+IN_PROGRESS = ".in_progress"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """What ``prepare`` builds. Defaults are RVT's gen4/eTraM settings."""
+
+    kind: str = "etram"
+    window_ms: int = 50
+    nbins: int = 10
+    cutoff: int = 10
+    downsample: bool | None = None  # None: the dataset kind's default (halve 1280x720 sensors)
+    class_map: str | None = None  # None or "etram8to3"
+    codec: str = "lz4"  # blosc codec of the histograms: lz4 (fast) or zstd (RVT's, smaller)
+
+    def dataset_kind(self) -> DatasetKind:
+        if self.kind not in DATASET_KINDS:
+            raise ValueError(f"unknown dataset kind '{self.kind}' (choose from {', '.join(DATASET_KINDS)})")
+        kind = DATASET_KINDS[self.kind]
+        if self.downsample is not None:
+            kind = replace(kind, downsample=self.downsample)
+        if self.class_map == "etram8to3":
+            kind = replace(kind, class_map=ETRAM_8_TO_3)
+        elif self.class_map:
+            raise ValueError(f"unknown class map '{self.class_map}' (choose etram8to3)")
+        return kind
+
+
+@dataclass
+class SequenceResult:
+    name: str
+    split: str
+    status: str  # "done", "skipped" (already prepared), "no_labels"
+    windows: int = 0
+    frames: int = 0
+    events: int = 0
+    out_of_frame: int = 0
+    decreasing_t: int = 0
+    seconds: float = 0.0
+
+
+def sequence_paths(seq_dir: Path, cfg: PrepareConfig, downsample: bool) -> dict[str, Path]:
+    repr_dir = seq_dir / "event_representations_v2" / representation_dir_name(cfg.nbins, cfg.window_ms)
+    return {
+        "labels": seq_dir / "labels_v2" / "labels.npz",
+        "frame_t": seq_dir / "labels_v2" / "timestamps_us.npy",
+        "repr_dir": repr_dir,
+        "hist": repr_dir / representation_file_name(downsample),
+        "window_t": repr_dir / "timestamps_us.npy",
+        "frame_repr_idx": repr_dir / "objframe_idx_2_repr_idx.npy",
+    }
+
+
+def write_histograms(reader: EventReader, rep: StackedHistogram, window_t: np.ndarray, window_us: int, path: Path,
+                     codec: str = "lz4") -> int:
+    """Compute and write one histogram per window into ``path`` (dataset ``data``, one blosc chunk per window)."""
+    n = len(window_t)
+    with open_h5(path, "w") as f:
+        data = f.create_dataset("data", shape=(n, *rep.shape), dtype=np.uint8, chunks=(1, *rep.shape),
+                                maxshape=(None, *rep.shape), **dict(blosc(codec)))
+        events = 0
+        for i, (x, y, p, t) in enumerate(reader.iter_windows(window_t, window_us)):
+            data.write_direct(rep(x, y, p, t)[None], dest_sel=np.s_[i:i + 1])
+            events += len(t)
+    return events
+
+
+def prepare_sequence(name: str, split: str, events_path: Path, boxes_path: Path, out_dir: Path,
+                     cfg: PrepareConfig, overwrite: bool = False) -> SequenceResult:
+    """Prepare one recording into ``out_dir/split/name`` (atomically: built aside, then renamed)."""
+    t_start = time.perf_counter()
+    kind = cfg.dataset_kind()
+    final = out_dir / split / name
+    if final.is_dir() and not overwrite:
+        return SequenceResult(name, split, "skipped")
+    work = out_dir / IN_PROGRESS / split / name
+    shutil.rmtree(work, ignore_errors=True)
+    default_hw = (240, 304) if kind.name == "gen1" else (720, 1280)
+    with EventReader(events_path, *default_hw) as reader:
+        boxes = load_boxes(boxes_path)
+        boxes = filter_boxes(boxes, kind, reader.height, reader.width, train=split == "train")
+        if len(boxes) == 0:
+            return SequenceResult(name, split, "no_labels", seconds=time.perf_counter() - t_start)
+        frames = select_label_frames(boxes, kind, cfg.window_ms, source=str(boxes_path))
+        paths = sequence_paths(work, cfg, kind.downsample)
+        paths["repr_dir"].mkdir(parents=True)
+        paths["labels"].parent.mkdir(parents=True, exist_ok=True)
+        save_npz_atomic(paths["labels"], labels=frames.labels, objframe_idx_2_label_idx=frames.frame_label_idx)
+        save_npy_atomic(paths["frame_t"], frames.frame_t)
+        save_npy_atomic(paths["window_t"], frames.window_t)
+        save_npy_atomic(paths["frame_repr_idx"], frames.frame_repr_idx)
+        rep = StackedHistogram(reader.height, reader.width, cfg.nbins, cfg.cutoff, kind.downsample)
+        n_events = write_histograms(reader, rep, frames.window_t, cfg.window_ms * 1000, paths["hist"], cfg.codec)
+        repairs = reader.repairs
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(work, final)
+    return SequenceResult(name, split, "done", len(frames.window_t), len(frames.frame_t), n_events,
+                          repairs.out_of_frame, repairs.decreasing_t, time.perf_counter() - t_start)
+
+
+def _prepare_job(args) -> SequenceResult:
+    return prepare_sequence(*args)
+
+
+def prepare_dataset(raw_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig | None = None, workers: int = 1,
+                    splits=SPLITS, overwrite: bool = False, progress: bool = True) -> list[SequenceResult]:
+    """Prepare every recording of ``raw_dir/{train,val,test}`` into ``out_dir``, in parallel over recordings.
+
+    Finished sequences are skipped (resume); ``overwrite=True`` rebuilds them.
+    """
+    cfg = cfg or PrepareConfig()
+    cfg.dataset_kind()  # validate early
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    if not raw_dir.is_dir():
+        raise EventDataError(f"{raw_dir}: raw data folder not found")
+    jobs = []
+    for split in splits:
+        if (raw_dir / split).is_dir():
+            jobs += [(name, split, ev, bb, out_dir, cfg, overwrite) for name, ev, bb in find_recordings(raw_dir / split)]
+    if not jobs:
+        raise EventDataError(f"{raw_dir}: no recordings found (expected {'/'.join(splits)}/<name>_bbox.npy with <name>_td.h5)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bar = _progress(len(jobs), progress)
+    results = []
+    if workers <= 1:
+        for job in jobs:
+            results.append(_prepare_job(job))
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for fut in as_completed([pool.submit(_prepare_job, job) for job in jobs]):
+                results.append(fut.result())
+                bar.update(1)
+    bar.close()
+    shutil.rmtree(out_dir / IN_PROGRESS, ignore_errors=True)
+    info = {"config": asdict(cfg), "sequences": len(results)}
+    (out_dir / "prepare_info.json").write_text(json.dumps(info, indent=1))
+    return sorted(results, key=lambda r: (SPLITS.index(r.split) if r.split in SPLITS else 9, r.name))
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return _NoBar()
+    return tqdm(total=total, desc="prepare", unit="seq", dynamic_ncols=True)
+
+
+def summarize(results: list[SequenceResult]) -> str:
+    done = [r for r in results if r.status == "done"]
+    lines = [f"{len(done)} prepared, {sum(r.status == 'skipped' for r in results)} already done, "
+             f"{sum(r.status == 'no_labels' for r in results)} without labels after filtering"]
+    if done:
+        ev, sec = sum(r.events for r in done), sum(r.seconds for r in done)
+        lines.append(f"{sum(r.windows for r in done)} windows, {sum(r.frames for r in done)} label frames, "
+                     f"{ev / max(sec, 1e-9) / 1e6:.1f} M events/s per worker")
+    oof, dec = sum(r.out_of_frame for r in results), sum(r.decreasing_t for r in results)
+    if oof or dec:
+        lines.append(f"repaired: {oof} out-of-frame events dropped, {dec} decreasing timestamps raised")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="etram-yolo prepare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("raw_dir", help="folder with train/ val/ test/ holding <name>_td.h5 + <name>_bbox.npy")
+    parser.add_argument("out_dir", help="output folder (RVT layout)")
+    parser.add_argument("--kind", default="etram", choices=sorted(DATASET_KINDS), help="dataset rules (default etram)")
+    parser.add_argument("--window-ms", type=int, default=50, help="window length and step in ms (default 50)")
+    parser.add_argument("--nbins", type=int, default=10, help="time bins per polarity (default 10)")
+    parser.add_argument("--cutoff", type=int, default=10, help="count saturation (default 10)")
+    ds = parser.add_mutually_exclusive_group()
+    ds.add_argument("--downsample", dest="downsample", action="store_true", default=None, help="halve the resolution")
+    ds.add_argument("--no-downsample", dest="downsample", action="store_false", help="keep full resolution")
+    parser.add_argument("--class-map", choices=["etram8to3"], default=None, help="remap class ids before filtering")
+    parser.add_argument("--codec", choices=["lz4", "zstd"], default="lz4",
+                        help="blosc codec: lz4 (fast, default) or zstd (RVT's, ~half the size)")
+    parser.add_argument("--workers", type=int, default=1, help="parallel recordings (default 1)")
+    parser.add_argument("--splits", nargs="+", default=list(SPLITS))
+    parser.add_argument("--overwrite", action="store_true", help="rebuild sequences that are already prepared")
+    args = parser.parse_args(argv)
+    cfg = PrepareConfig(args.kind, args.window_ms, args.nbins, args.cutoff, args.downsample, args.class_map, args.codec)
+    try:
+        results = prepare_dataset(args.raw_dir, args.out_dir, cfg, args.workers, args.splits, args.overwrite)
+    except (EventDataError, ValueError) as e:
+        print(f"prepare: error: {e}", file=sys.stderr)
+        return 2
+    print(summarize(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Read prepared sequences (ours or RVT's): windows, their end times, histogram slices and labels per window.
+
+Labels are served the way RVT's loader serves them (``RVT:data/genx_utils/labels.py``), in float32: boxes are
+clamped to the full-resolution frame, then scaled by ``1 / downsample`` with their right and bottom edges clamped to
+the stored frame, and boxes left flat are dropped.
+
+Usage:
+    >>> from yolo_etram.data.prepared import PreparedSequence
+    >>> seq = PreparedSequence("datasets/etram/val/val_night_0001")
+    >>> hist = seq.histograms(0, 5)  # uint8 (5, 20, 360, 640), one HDF5 read
+    >>> boxes = seq.window_labels(3)  # structured boxes at the stored resolution, or None
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .io import EventDataError, open_h5
+
+REPR_ROOT = "event_representations_v2"
+
+
+def find_representation_dir(seq_dir: Path, name: str | None = None) -> Path:
+    root = seq_dir / REPR_ROOT
+    if name:
+        d = root / name
+        if not d.is_dir():
+            raise EventDataError(f"{seq_dir}: no representation '{name}' (have {sorted(p.name for p in root.glob('*'))})")
+        return d
+    dirs = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
+    if len(dirs) != 1:
+        raise EventDataError(f"{seq_dir}: expected one folder in {REPR_ROOT}/, found {[p.name for p in dirs]}; "
+                             "name the representation")
+    return dirs[0]
+
+
+def list_sequences(split_dir: str | Path) -> list[Path]:
+    """Prepared sequence folders of a split (those with ``labels_v2``), sorted by name."""
+    split_dir = Path(split_dir)
+    return sorted(p for p in split_dir.iterdir() if (p / "labels_v2").is_dir()) if split_dir.is_dir() else []
+
+
+class PreparedSequence:
+    """One prepared sequence in RVT's layout.
+
+    Args:
+        seq_dir: ``<prepared>/<split>/<name>``.
+        representation: folder name under ``event_representations_v2`` (default: the only one).
+    """
+
+    def __init__(self, seq_dir: str | Path, representation: str | None = None):
+        self.dir = Path(seq_dir)
+        self.name = self.dir.name
+        self.repr_dir = find_representation_dir(self.dir, representation)
+        files = sorted(self.repr_dir.glob("event_representations*.h5"))
+        if len(files) != 1:
+            raise EventDataError(f"{self.repr_dir}: expected one event_representations*.h5, found {[f.name for f in files]}")
+        self.h5_path = files[0]
+        self.downsample = 2 if self.h5_path.stem.endswith("_ds2_nearest") else 1
+        try:
+            self.window_t = np.load(self.repr_dir / "timestamps_us.npy")
+            self.frame_repr_idx = np.load(self.repr_dir / "objframe_idx_2_repr_idx.npy")
+            self.frame_t = np.load(self.dir / "labels_v2" / "timestamps_us.npy")
+            with np.load(self.dir / "labels_v2" / "labels.npz") as z:
+                self.labels, self.frame_label_idx = z["labels"], z["objframe_idx_2_label_idx"]
+        except (OSError, KeyError, ValueError) as e:
+            raise EventDataError(f"{self.dir}: incomplete prepared sequence ({e})") from e
+        with open_h5(self.h5_path) as f:
+            if "data" not in f:
+                raise EventDataError(f"{self.h5_path}: no dataset 'data'")
+            self.shape = f["data"].shape  # (N, C, H, W)
+        if self.shape[0] != len(self.window_t):
+            raise EventDataError(f"{self.h5_path}: {self.shape[0]} histograms but {len(self.window_t)} window times")
+        self._h5 = None
+
+    def __len__(self) -> int:
+        return len(self.window_t)
+
+    @property
+    def channels(self) -> int:
+        return self.shape[1]
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """Stored (possibly downsampled) height and width."""
+        return self.shape[2], self.shape[3]
+
+    def histograms(self, start: int, stop: int) -> np.ndarray:
+        """Histograms of windows ``start:stop`` as uint8 ``(n, C, H, W)``, with one HDF5 read."""
+        if self._h5 is None:
+            self._h5 = open_h5(self.h5_path)
+        return self._h5["data"][start:stop]
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    def __getstate__(self):  # picklable for DataLoader workers: each opens its own file handle
+        return {**self.__dict__, "_h5": None}
+
+    @cached_property
+    def repr_idx_to_frame(self) -> dict[int, int]:
+        """Window index -> label-frame index, for the windows that carry labels."""
+        return {int(r): i for i, r in enumerate(self.frame_repr_idx)}
+
+    def frame_labels(self, frame: int) -> np.ndarray:
+        """Boxes of label frame ``frame`` at the stored resolution (RVT's clamp, scale and flat-box removal)."""
+        start = int(self.frame_label_idx[frame])
+        stop = int(self.frame_label_idx[frame + 1]) if frame + 1 < len(self.frame_label_idx) else len(self.labels)
+        return scale_boxes(self.labels[start:stop], self.hw, self.downsample)
+
+    def window_labels(self, window: int) -> np.ndarray | None:
+        """Boxes of window ``window`` (stored resolution), or None if the window carries no label frame."""
+        frame = self.repr_idx_to_frame.get(int(window))
+        return None if frame is None else self.frame_labels(frame)
+
+
+def scale_boxes(boxes: np.ndarray, stored_hw: tuple[int, int], downsample: int) -> np.ndarray:
+    """RVT's ``clamp_to_frame_`` at full resolution, then ``scale_(1/downsample)``; float32 like RVT."""
+    out = boxes.copy()
+    h, w = stored_hw[0] * downsample, stored_hw[1] * downsample  # RVT's full-resolution frame
+    x, y = out["x"].astype(np.float32), out["y"].astype(np.float32)
+    x0, y0 = np.clip(x, 0, w - 1), np.clip(y, 0, h - 1)
+    bw = np.clip(x + out["w"], 0, w - 1) - x0
+    bh = np.clip(y + out["h"], 0, h - 1) - y0
+    if downsample != 1:
+        s = np.float32(1 / downsample)
+        x1 = np.minimum((x0 + bw) * s, np.float32(w * s - 1))  # x0 + w, not x1: the same float32 rounding as RVT
+        y1 = np.minimum((y0 + bh) * s, np.float32(h * s - 1))
+        x0, y0 = x0 * s, y0 * s
+        bw, bh = x1 - x0, y1 - y0
+    out["x"], out["y"], out["w"], out["h"] = x0, y0, bw, bh
+    return out[(out["w"] > 0) & (out["h"] > 0)]

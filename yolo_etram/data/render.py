@@ -1,0 +1,58 @@
+"""Event frames people can look at: a stacked histogram (or raw events) as an image, with boxes.
+
+ON events are drawn red and OFF events blue on a white background (the convention of event-camera papers); the
+colour saturates with the event count. Boxes get one colour per class and a label.
+
+Usage:
+    >>> from yolo_etram.data.render import render_histogram, draw_boxes
+    >>> img = render_histogram(hist)  # (20, H, W) uint8 -> (H, W, 3) BGR uint8
+    >>> img = draw_boxes(img, xyxy, cls, names={0: "pedestrian"})
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLASS_COLORS = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+                (23, 204, 146), (134, 219, 61)]  # BGR, Ultralytics' palette order
+
+
+def render_histogram(hist: np.ndarray, saturation: int = 4) -> np.ndarray:
+    """``(2*nbins, H, W)`` counts (channels ``p*nbins + b``) to a BGR image: ON red, OFF blue, white background."""
+    nbins = hist.shape[0] // 2
+    off = hist[:nbins].astype(np.float32).sum(0)
+    on = hist[nbins:].astype(np.float32).sum(0)
+    return render_counts(on, off, saturation)
+
+
+def render_events(x, y, p, height: int, width: int, saturation: int = 4) -> np.ndarray:
+    """Raw events of one window to a BGR image (same colours as :func:`render_histogram`)."""
+    on = np.bincount(y[p > 0] * width + x[p > 0], minlength=height * width).reshape(height, width)
+    off = np.bincount(y[p <= 0] * width + x[p <= 0], minlength=height * width).reshape(height, width)
+    return render_counts(on.astype(np.float32), off.astype(np.float32), saturation)
+
+
+def render_counts(on: np.ndarray, off: np.ndarray, saturation: int = 4) -> np.ndarray:
+    a_on = np.clip(on / saturation, 0, 1)
+    a_off = np.clip(off / saturation, 0, 1)
+    img = np.full((*on.shape, 3), 255.0, np.float32)
+    img[..., 1] *= (1 - a_on) * (1 - a_off)  # green fades wherever there are events
+    img[..., 2] *= 1 - a_off  # OFF removes red -> blue
+    img[..., 0] *= 1 - a_on  # ON removes blue -> red
+    return img.astype(np.uint8)
+
+
+def draw_boxes(img: np.ndarray, xyxy: np.ndarray, cls: np.ndarray, names: dict | None = None,
+               conf: np.ndarray | None = None, thickness: int = 1) -> np.ndarray:
+    """Draw ``xyxy`` boxes (pixels of ``img``) with class colours and ``name conf`` labels; returns ``img``."""
+    import cv2
+
+    for i, (box, c) in enumerate(zip(np.asarray(xyxy).reshape(-1, 4), np.asarray(cls).reshape(-1))):
+        color = CLASS_COLORS[int(c) % len(CLASS_COLORS)]
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(img, (x1, y1), (x2, y2), color, thickness)
+        label = (names or {}).get(int(c), str(int(c)))
+        if conf is not None:
+            label += f" {float(conf[i]):.2f}"
+        cv2.putText(img, label, (x1, max(y1 - 3, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1, cv2.LINE_AA)
+    return img

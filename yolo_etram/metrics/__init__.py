@@ -1,0 +1,1 @@
+"""Prophesee/COCO evaluation of event-camera detections."""

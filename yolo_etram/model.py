@@ -1,0 +1,191 @@
+"""The recurrent detection model and the ``EventYOLO`` entry point.
+
+``RecurrentDetectionModel`` is a stock ``DetectionModel`` whose first YAML row is a recurrent backbone: it honours the
+YAML's ``channels``, probes strides at an input the attention partitions can divide, leaves no recurrent state behind
+after its build-time probes, runs no test-time augmentation, and computes the loss on labeled frames only.
+
+Usage:
+    >>> from yolo_etram import EventYOLO
+    >>> model = EventYOLO("rvt-t.yaml")
+    >>> model.model.reset_states()
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yolo_etram._env  # noqa: F401  (offline defaults before Ultralytics loads)
+
+import torch
+from ultralytics import YOLO
+from ultralytics.nn.modules import Detect
+from ultralytics.nn.tasks import BaseModel, DetectionModel, _initialize_yolo_model, yaml_model_load
+from ultralytics.utils import LOGGER
+from ultralytics.utils.torch_utils import initialize_weights
+
+from yolo_etram.paths import find_cfg, is_plugin_model_yaml
+from yolo_etram.nn import PLUGIN_LAYER_NAMES, stateful_layers
+
+__all__ = ["RecurrentDetectionModel", "EventYOLO", "load_model_yaml"]
+
+
+def load_model_yaml(cfg: str | Path | dict) -> dict:
+    """A model YAML as a dict, resolving our bare names (``rvt-t.yaml``) from any working directory."""
+    if isinstance(cfg, dict):
+        return cfg
+    path = find_cfg(cfg, "models")
+    if path is None:
+        raise FileNotFoundError(f"model YAML '{cfg}' not found (neither a path nor one of yolo_etram's cfg/models)")
+    return yaml_model_load(path)
+
+
+class RecurrentDetectionModel(DetectionModel):
+    """A ``DetectionModel`` with a recurrent backbone as its first layer (``model.model[0]``).
+
+    Args:
+        cfg: model YAML (path, bare name of one of ours, or dict).
+        ch: input channels; defaults to the YAML's ``channels`` (stock Ultralytics ignores that key).
+        nc: number of classes (overrides the YAML's).
+        verbose: print the model summary.
+    """
+
+    def __init__(self, cfg: str | Path | dict = "rvt-t.yaml", ch: int | None = None, nc: int | None = None, verbose=True):
+        BaseModel.__init__(self)
+        cfg = dict(load_model_yaml(cfg))
+        ch = ch or cfg.get("channels", 20)
+        cfg = _with_backbone_channels(cfg, ch)
+        _initialize_yolo_model(self, cfg, ch, nc, verbose)
+        head = self.model[-1]
+        if not isinstance(head, Detect):
+            raise TypeError(f"{type(self).__name__}: the last YAML row must be a Detect head, got {type(head).__name__}")
+        head.inplace = self.inplace
+        self.stride = head.stride = self._probe_strides(ch)
+        head.bias_init()
+        initialize_weights(self)
+        self.reset_states()
+        if verbose:
+            self.info()
+            LOGGER.info("")
+
+    @property
+    def backbone(self):
+        return self.model[0]
+
+    def _probe_strides(self, ch: int) -> torch.Tensor:
+        """Head strides from one forward on zeros of the smallest size the attention partitions divide."""
+        h, w = self.input_multiple
+        self.model.eval()
+        self.model[-1].training = True  # the head returns its raw feature maps
+        with torch.no_grad():
+            feats = self.forward(torch.zeros(1, ch, h, w))["feats"]
+        self.model.train()
+        self.reset_states()
+        return torch.tensor([h / f.shape[-2] for f in feats])
+
+    @property
+    def input_multiple(self) -> tuple[int, int]:
+        """Input height and width must be multiples of these (pad bottom/right)."""
+        return tuple(getattr(self.backbone, "input_multiple", (32, 32)))
+
+    def reset_states(self, mask: torch.Tensor | None = None) -> None:
+        """Zero the recurrent state of the batch slots where ``mask`` is True (all slots when None)."""
+        for m in stateful_layers(self):
+            m.reset(mask)
+
+    def info(self, detailed=False, verbose=True, imgsz=None):
+        """Model summary; GFLOPs at ``imgsz`` (default: the eTraM input 384x640, rounded up to fit the partitions).
+
+        The FLOPs count does not include attention's matrix products and the LSTM's element-wise math (thop)."""
+        from ultralytics.utils.torch_utils import model_info
+
+        h, w = self.input_multiple
+        imgsz = imgsz or (384, 640)
+        imgsz = [imgsz, imgsz] if isinstance(imgsz, int) else list(imgsz)
+        imgsz = [-(-imgsz[0] // h) * h, -(-imgsz[1] // w) * w]
+        try:
+            return model_info(self, detailed=detailed, verbose=verbose, imgsz=imgsz)
+        finally:
+            self.reset_states()
+
+    def _predict_augment(self, x):
+        LOGGER.warning("augment=True (test-time augmentation) would run extra forwards through the recurrent state; "
+                       "using single-scale prediction")
+        return self._predict_once(x)
+
+    def loss(self, batch: dict, preds=None):
+        """Detection loss on the labeled frames only: an unlabeled window is not a negative example.
+
+        ``batch["labeled"]`` (bool, one per frame ``b*T+t``) selects frames; padded frames are unlabeled. Without it,
+        every frame counts, as in stock Ultralytics.
+        """
+        if getattr(self, "criterion", None) is None:
+            self.criterion = self.init_criterion()
+        if preds is None:
+            preds = self.forward(batch["img"])
+        labeled = batch.get("labeled")
+        if labeled is None:
+            return self.criterion(preds, batch)
+        preds = self.criterion.parse_output(preds)
+        keep = labeled.to(preds["scores"].device, torch.bool)
+        if not keep.any():  # nothing labeled in this batch: a zero loss that keeps the graph
+            zero = preds["scores"].sum() * 0.0
+            return zero.repeat(3), {k: torch.zeros((), device=zero.device) for k in self.criterion.loss_names}
+        new_index = torch.cumsum(keep, 0) - 1
+        sel = {k: v[keep] for k, v in preds.items() if k != "feats"}
+        sel["feats"] = [f[keep] for f in preds["feats"]]
+        batch_idx = batch["batch_idx"].long().to(keep.device)
+        box_on_labeled = keep[batch_idx]
+        sub = dict(batch)
+        sub["batch_idx"] = new_index[batch_idx[box_on_labeled]].to(batch["batch_idx"].dtype)
+        sub["cls"] = batch["cls"][box_on_labeled.to(batch["cls"].device)]
+        sub["bboxes"] = batch["bboxes"][box_on_labeled.to(batch["bboxes"].device)]
+        return self.criterion.loss(sel, sub)
+
+
+def _with_backbone_channels(cfg: dict, ch: int) -> dict:
+    """Set the input channels of a recurrent backbone row (its first argument) to ``ch``, so the data decides them."""
+    rows = [list(r) for r in cfg["backbone"]]
+    for r in rows:
+        if r[2] in PLUGIN_LAYER_NAMES and r[3]:
+            r[3] = [ch, *r[3][1:]]
+    return {**cfg, "backbone": rows}
+
+
+class EventYOLO(YOLO):
+    """``YOLO`` that builds our recurrent models from our YAMLs and keeps stock behaviour for stock models.
+
+    Usage:
+        >>> model = EventYOLO("rvt-t.yaml")   # bare names of our YAMLs resolve from any directory
+        >>> stock = EventYOLO("yolo26n.yaml")  # stock models keep stock classes
+    """
+
+    def __init__(self, model: str | Path = "rvt-t.yaml", task: str | None = None, verbose: bool = False):
+        found = find_cfg(model, "models") if isinstance(model, (str, Path)) else None
+        super().__init__(model=str(found) if found else model, task=task, verbose=verbose)
+
+    @property
+    def is_recurrent(self) -> bool:
+        m = getattr(self, "model", None)
+        if isinstance(m, RecurrentDetectionModel):
+            return True
+        return isinstance(getattr(self, "cfg", None), (str, Path)) and is_plugin_model_yaml(self.cfg)
+
+    @property
+    def task_map(self) -> dict:
+        stock = super().task_map
+        if not self.is_recurrent:
+            return stock
+        return {**stock, "detect": {**stock["detect"], "model": RecurrentDetectionModel}}
+
+    def load_rvt(self, checkpoint: str | Path, allow_unsafe_pickle: bool = False):
+        """Load an RVT Lightning checkpoint's backbone (and PAFPN, for ``rvt-*-3scale.yaml``) into this model.
+
+        Returns the import report (loaded counts, unmapped keys)."""
+        from yolo_etram.rvt_import import load_rvt_checkpoint
+
+        if not isinstance(self.model, RecurrentDetectionModel):
+            raise TypeError("load_rvt needs a recurrent model (e.g. EventYOLO('rvt-b-3scale.yaml'))")
+        report = load_rvt_checkpoint(self.model, checkpoint, allow_unsafe_pickle)
+        LOGGER.info(str(report))
+        return report
+
