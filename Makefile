@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml setup.py yolo_etram_hook.pth
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@# editable installs skip setup.py's .pth copy: put the `yolo` command hook in site-packages ourselves
+	$(PY) -c "import shutil, sysconfig; shutil.copy('yolo_etram_hook.pth', sysconfig.get_paths()['purelib'])"
 	@touch $(STAMP)
 
 demo: setup

@@ -1,11 +1,12 @@
-"""The whole pipeline on its embedded default: synthetic eTraM-like traffic -> prepare -> recurrent model.
+"""The whole pipeline on its embedded default: synthetic eTraM-like traffic -> prepare -> train a recurrent detector
+-> validate with the Prophesee protocol.
 
-    python main.py                 # synthesize, prepare, run rvt-t over a validation sequence, render a preview
-    python main.py --quick         # the same on tiny settings (seconds)
-    python main.py -m rvt-s.yaml   # another model YAML
+    python main.py                       # the demo (make demo): about 10 minutes on a 2-core CPU
+    python main.py --quick               # the same on tiny settings (a minute)
+    python main.py -m rvt-s.yaml --max_epoch 20 --batch_size 8
+    python main.py -d etram.yaml --test  # your own prepared data; --test also validates on the test split
 
-Training, validation with the Prophesee protocol, prediction and export join this pipeline as they land (see the
-README's roadmap); today it proves the data path and the recurrent model end to end.
+Flags follow eTraM's own main.py (-m/--model, -d/--data, --max_epoch, --batch_size, --test).
 """
 
 from __future__ import annotations
@@ -15,87 +16,86 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent
-DEFAULT = dict(width=640, height=360, duration=10.0, train=4, val=1, test=1)  # eTraM-like, quarter resolution
-QUICK = dict(width=320, height=192, duration=2.0, train=1, val=1, test=1)
+# 320x192 sensor: the model input needs no padding with partition (6, 10) (stage maps 48x80 ... 6x10)
+DEMO = dict(width=320, height=192, duration_s=12.0, splits={"train": 8, "val": 2, "test": 1}, seq_len=5, epochs=6, batch=4)
+QUICK = dict(width=128, height=96, duration_s=2.0, splits={"train": 2, "val": 1, "test": 1}, seq_len=3, epochs=1, batch=2)
+NAMES = {0: "pedestrian", 1: "vehicle", 2: "micromobility"}
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-m", "--model", default="rvt-t.yaml", help="model YAML (default rvt-t.yaml)")
-    ap.add_argument("--data-dir", default=str(ROOT / "datasets"), help="where the synthetic data goes")
-    ap.add_argument("--out", default=str(ROOT / "runs" / "demo"), help="where the demo writes its outputs")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("-m", "--model", default="rvt-t.yaml", help="model YAML or checkpoint (default rvt-t.yaml)")
+    ap.add_argument("-d", "--data", default=None, help="data YAML (default: build the synthetic demo set)")
+    ap.add_argument("--max_epoch", type=int, default=None, help="training epochs")
+    ap.add_argument("--batch_size", type=int, default=None, help="stream slots per batch")
+    ap.add_argument("--test", action="store_true", help="also validate on the test split")
     ap.add_argument("--quick", action="store_true", help="tiny settings, for a smoke test")
-    ap.add_argument("--workers", type=int, default=2, help="parallel recordings in prepare")
+    ap.add_argument("--data-dir", default=str(ROOT / "datasets"), help="where the synthetic data goes")
+    ap.add_argument("--project", default=str(ROOT / "runs"), help="where runs are written")
+    ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
+
+
+def build_demo_data(s: dict, data_dir: Path, quick: bool, seed: int) -> Path:
+    """Synthesize and prepare the demo data set (skipped where already done); returns its data YAML."""
+    from yolo_etram.data.prepare import PrepareConfig, prepare_dataset, summarize
+    from yolo_etram.data.synthetic import SynthConfig, synthesize_dataset
+
+    tag = "etram_synth_quick" if quick else "etram_synth_demo"
+    raw, prepared = data_dir / f"{tag}_raw", data_dir / tag
+    n = s["splits"]
+    print(f"[data] synthesize {n['train']}+{n['val']}+{n['test']} recordings of {s['duration_s']:.0f} s at "
+          f"{s['width']}x{s['height']} -> {raw}")
+    synthesize_dataset(raw, n, SynthConfig(width=s["width"], height=s["height"], duration_s=s["duration_s"], seed=seed))
+    print(f"[data] prepare (RVT stacked histograms, 50 ms windows) -> {prepared}")
+    print(summarize(prepare_dataset(raw, prepared, PrepareConfig(kind="etram", downsample=False), workers=2)))
+    h, w = s["height"], s["width"]
+    data = {"path": str(prepared), "train": "train", "val": "val", "test": "test", "names": NAMES, "channels": 20,
+            "seq_len": s["seq_len"], "sampling": "stream",
+            "partition": [3, 4] if quick else [6, 10],
+            "eval": {"skip_ts_us": 500_000, "min_box_diag": 30 * h // 360, "min_box_side": 10 * h // 360}}
+    path = prepared / "data.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    s = QUICK if args.quick else DEFAULT
-    tag = "etram_synth_quick" if args.quick else "etram_synth"
-    raw, prepared = Path(args.data_dir) / f"{tag}_raw", Path(args.data_dir) / tag
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    from yolo_etram.data.prepare import PrepareConfig, prepare_dataset, summarize
-    from yolo_etram.data.synthetic import SynthConfig, synthesize_dataset
-
+    s = QUICK if args.quick else DEMO
     t0 = time.perf_counter()
-    print(f"[1/3] synthesize {s['train']}+{s['val']}+{s['test']} recordings of {s['duration']:.0f} s at "
-          f"{s['width']}x{s['height']} -> {raw}")
-    cfg = SynthConfig(width=s["width"], height=s["height"], duration_s=s["duration"], seed=args.seed)
-    syn = synthesize_dataset(raw, {k: s[k] for k in ("train", "val", "test")}, cfg)
-    print(f"[2/3] prepare (RVT stacked histograms, 50 ms windows) -> {prepared}")
-    results = prepare_dataset(raw, prepared, PrepareConfig(kind="etram", downsample=False), workers=args.workers)
-    print(summarize(results))
+    data = Path(args.data) if args.data else build_demo_data(s, Path(args.data_dir), args.quick, args.seed)
 
-    print(f"[3/3] run {args.model} over the validation sequence, state carried window to window")
-    stats = run_model_on_sequence(args.model, prepared, out)
+    from yolo_etram import EventYOLO
+
+    epochs = args.max_epoch or s["epochs"]
+    batch = args.batch_size or s["batch"]
+    name = "demo_quick" if args.quick else "demo"
+    print(f"[train] {args.model} on {data}: {epochs} epochs, {batch} stream slots")
+    model = EventYOLO(args.model)
+    model.train(data=str(data), epochs=epochs, batch=batch, workers=2, imgsz=max(s["width"], s["height"]),
+                project=args.project, name=name, exist_ok=True, seed=args.seed, plots=True)
+    run = Path(model.trainer.save_dir)
+    best = run / "weights" / "best.pt"
+    splits = ["val", "test"] if args.test else ["val"]
+    results = {}
+    for split in splits:
+        print(f"[val] {best.name} on the {split} split")
+        m = EventYOLO(str(best)).val(data=str(data), split=split, batch=batch, save_json=True,
+                                     project=args.project, name=f"{name}_{split}", exist_ok=True)
+        results[split] = m.results_dict
+
     print("\nSummary")
-    print(f"  raw data       {raw}  ({syn['n_events']:,} new events, {syn['n_boxes']:,} boxes)")
-    print(f"  prepared data  {prepared}")
-    print(f"  model          {args.model}: {stats['windows']} windows, {stats['ms_per_window']:.0f} ms/window on "
-          f"{stats['device']}, recurrent state {stats['state_mb']:.1f} MB")
-    print(f"  preview        {stats['preview']}")
-    print(f"  total          {time.perf_counter() - t0:.0f} s")
+    print(f"  data      {data}")
+    print(f"  run       {run}  (weights/best.pt, results.csv, plots)")
+    for split, r in results.items():
+        print(f"  {split:5s}     Prophesee AP {r['prophesee/AP']:.3f}  AP50 {r['prophesee/AP_50']:.3f}  "
+              f"AP75 {r['prophesee/AP_75']:.3f}  class-agnostic AP {r['prophesee/AP_all']:.3f}  "
+              f"(Ultralytics mAP50-95 {r['metrics/mAP50-95(B)']:.3f})")
+    print(f"  time      {time.perf_counter() - t0:.0f} s")
     return 0
-
-
-def run_model_on_sequence(model_yaml: str, prepared: Path, out: Path) -> dict:
-    import cv2
-    import numpy as np
-    import torch
-
-    from yolo_etram.data.prepared import PreparedSequence, list_sequences
-    from yolo_etram.data.render import draw_boxes, render_histogram
-    from yolo_etram.model import RecurrentDetectionModel
-
-    seq = PreparedSequence(list_sequences(prepared / "val")[0])
-    model = RecurrentDetectionModel(model_yaml, ch=seq.channels, verbose=False).eval()
-    mh, mw = model.input_multiple
-    h, w = seq.hw
-    ph, pw = -(-h // mh) * mh, -(-w // mw) * mw
-    n = min(len(seq), 40)
-    hist = seq.histograms(0, n)
-    start = time.perf_counter()
-    with torch.no_grad():
-        for i in range(n):
-            x = torch.zeros(1, seq.channels, ph, pw)
-            x[0, :, :h, :w] = torch.from_numpy(hist[i]).float()
-            model(x)
-    ms = (time.perf_counter() - start) / n * 1e3
-    state_mb = sum(t.numel() * t.element_size() for hc in model.backbone.states for t in hc) / 2**20
-    window = next((int(r) for r in seq.frame_repr_idx if r < n), 0)
-    img = render_histogram(hist[window])
-    boxes = seq.window_labels(window)
-    if boxes is not None:
-        xyxy = np.stack([boxes["x"], boxes["y"], boxes["x"] + boxes["w"], boxes["y"] + boxes["h"]], 1)
-        draw_boxes(img, xyxy, boxes["class_id"], {0: "pedestrian", 1: "vehicle", 2: "micromobility"})
-    preview = out / "preview.png"
-    cv2.imwrite(str(preview), img)
-    return {"windows": n, "ms_per_window": ms, "device": "cpu", "state_mb": state_mb, "preview": preview}
 
 
 if __name__ == "__main__":

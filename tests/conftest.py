@@ -26,3 +26,11 @@ def golden() -> Path:
     if g is None:
         pytest.skip("golden reference data (shared/golden) not found; set YOLO_ETRAM_GOLDEN")
     return g
+
+
+@pytest.fixture(scope="session")
+def tiny_events(tmp_path_factory) -> Path:
+    """Data YAML of a tiny prepared synthetic dataset (built once per test session)."""
+    from events_fixture import make_tiny_event_data
+
+    return make_tiny_event_data(tmp_path_factory.mktemp("tiny_events"))

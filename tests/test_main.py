@@ -11,11 +11,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_demo_pipeline_quick(tmp_path):
+    """synthesize -> prepare -> train -> validate (Prophesee), offline, on tiny settings."""
     out = subprocess.run([sys.executable, str(ROOT / "main.py"), "--quick", "--data-dir", str(tmp_path / "data"),
-                          "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "3 prepared" in out.stdout and "ms/window" in out.stdout
-    assert (tmp_path / "out" / "preview.png").stat().st_size > 1000
+                          "--project", str(tmp_path / "runs")], capture_output=True, text=True, timeout=900,
+                         cwd=tmp_path)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "Prophesee AP" in out.stdout
+    assert (tmp_path / "runs" / "demo_quick" / "weights" / "best.pt").is_file()
+    assert (tmp_path / "runs" / "demo_quick_val" / "metrics.json").is_file()
     assert (tmp_path / "data" / "etram_synth_quick" / "val" / "synth_val_0000" / "labels_v2" / "labels.npz").is_file()
 
 

@@ -175,7 +175,11 @@ class EventYOLO(YOLO):
         stock = super().task_map
         if not self.is_recurrent:
             return stock
-        return {**stock, "detect": {**stock["detect"], "model": RecurrentDetectionModel}}
+        from yolo_etram.train import EventTrainer
+        from yolo_etram.val import EventValidator
+
+        ours = {"model": RecurrentDetectionModel, "trainer": EventTrainer, "validator": EventValidator}
+        return {**stock, "detect": {**stock["detect"], **ours}}
 
     def load_rvt(self, checkpoint: str | Path, allow_unsafe_pickle: bool = False):
         """Load an RVT Lightning checkpoint's backbone (and PAFPN, for ``rvt-*-3scale.yaml``) into this model.

@@ -56,3 +56,33 @@ def draw_boxes(img: np.ndarray, xyxy: np.ndarray, cls: np.ndarray, names: dict |
             label += f" {float(conf[i]):.2f}"
         cv2.putText(img, label, (x1, max(y1 - 3, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1, cv2.LINE_AA)
     return img
+
+
+def plot_event_batch(img: np.ndarray, boxes_per_frame: list, names: dict, fname, max_frames: int = 16,
+                     titles: list[str] | None = None) -> None:
+    """Save a grid of event frames with boxes (training batches, validation labels or predictions).
+
+    Args:
+        img: ``(F, 2*nbins, H, W)`` histograms (counts).
+        boxes_per_frame: per frame, ``(xyxy, cls, conf or None)`` in pixels of ``img``, or None.
+        names: class names. fname: output image path. titles: optional caption per frame.
+    """
+    import cv2
+
+    n = min(len(img), max_frames)
+    if n == 0:
+        return
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    h, w = img.shape[-2:]
+    canvas = np.full((rows * (h + 2), cols * (w + 2), 3), 255, np.uint8)
+    for i in range(n):
+        frame = render_histogram(np.asarray(img[i]))
+        if boxes_per_frame[i] is not None:
+            xyxy, cls, conf = boxes_per_frame[i]
+            draw_boxes(frame, xyxy, cls, names, conf)
+        if titles:
+            cv2.putText(frame, titles[i], (2, h - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+        r, c = divmod(i, cols)
+        canvas[r * (h + 2):r * (h + 2) + h, c * (w + 2):c * (w + 2) + w] = frame
+    cv2.imwrite(str(fname), canvas)

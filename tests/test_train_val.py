@@ -1,0 +1,99 @@
+"""Training with truncated BPTT on event streams, validation with the Prophesee protocol, resume."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from yolo_etram import EventYOLO
+from yolo_etram.metrics.prophesee import evaluate_folder
+
+TRAIN = dict(batch=2, workers=0, imgsz=128, plots=False, val=True, seed=0, deterministic=True, exist_ok=True)
+
+
+def results(run: Path) -> list[dict]:
+    with open(run / "results.csv") as f:
+        return [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+def test_two_short_epochs_lower_the_loss_and_report_prophesee(tiny_events, tmp_path):
+    model = EventYOLO("rvt-t.yaml")
+    model.train(data=str(tiny_events), epochs=2, project=str(tmp_path), name="run", lr0=1e-3, **TRAIN)
+    rows = results(tmp_path / "run")
+    assert len(rows) == 2
+    # the loss on the fixed validation data (the train loss of a TAL detector rises while assignments fill up)
+    loss = [r["val/box_loss"] + r["val/cls_loss"] + r["val/dfl_loss"] for r in rows]
+    assert loss[1] < loss[0], loss
+    assert "prophesee/AP" in rows[0] and "prophesee/AP_all" in rows[0]
+    ckpt = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=False)
+    backbone = ckpt["model"].model[0]
+    assert backbone.states is None  # checkpoints carry no recurrent state
+    assert backbone.partition_size == (3, 4)  # the data's partition, saved with the model
+
+
+def oracle_postprocess(validator):
+    """Predictions = the batch's ground truth (conf 0.9): exercises the whole scoring path with a known answer."""
+
+    def postprocess(preds):
+        batch = validator._current_batch
+        hp, wp = batch["img"].shape[-2:]
+        frames = batch["img"].shape[0] * batch["img"].shape[1]
+        out = []
+        for f in range(frames):
+            sel = batch["batch_idx"] == f
+            xywh = batch["bboxes"][sel] * torch.tensor([wp, hp, wp, hp])
+            xyxy = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
+            out.append({"bboxes": xyxy, "conf": torch.full((len(xyxy),), 0.9), "cls": batch["cls"][sel].view(-1),
+                        "extra": torch.zeros(len(xyxy), 0)})
+        return out
+
+    return postprocess
+
+
+@pytest.mark.slow
+def test_validator_scores_labeled_frames_and_matches_pycocotools_on_saved_files(tiny_events, tmp_path, monkeypatch):
+    from yolo_etram.val import EventValidator
+
+    stock_preprocess = EventValidator.preprocess
+
+    def preprocess(self, batch):
+        batch = stock_preprocess(self, batch)
+        self._current_batch = batch
+        return batch
+
+    monkeypatch.setattr(EventValidator, "preprocess", preprocess)
+    monkeypatch.setattr(EventValidator, "postprocess", lambda self, preds: oracle_postprocess(self)(preds))
+    model = EventYOLO("rvt-t.yaml")
+    metrics = model.val(data=str(tiny_events), split="val", batch=2, save_json=True, plots=False,
+                        project=str(tmp_path), name="val", exist_ok=True)
+    assert metrics["prophesee/AP"] == pytest.approx(1.0)  # perfect predictions
+    saved = sorted(p.name for p in (tmp_path / "val").glob("*.npy"))
+    assert saved == ["synth_val_0000_gt.npy", "synth_val_0000_pred.npy"]
+    ref = evaluate_folder(tmp_path / "val", classes=["pedestrian", "vehicle", "micromobility"], height=96, width=128,
+                          min_box_diag=8, min_box_side=3, backend="pycocotools")
+    assert ref["AP"] == pytest.approx(metrics["prophesee/AP"], abs=1e-9)
+    gt = np.load(tmp_path / "val" / "synth_val_0000_gt.npy")
+    assert len(np.unique(gt["t"])) > 5 and (gt["x"] + gt["w"]).max() <= 128
+
+
+@pytest.mark.slow
+def test_resume_continues_an_interrupted_run(tiny_events, tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_epoch(trainer):
+        if trainer.epoch == 0:
+            raise Stop
+
+    model = EventYOLO("rvt-t.yaml")
+    model.add_callback("on_fit_epoch_end", stop_after_first_epoch)
+    with pytest.raises(Stop):
+        model.train(data=str(tiny_events), epochs=2, project=str(tmp_path), name="run", **TRAIN)
+    last = tmp_path / "run" / "weights" / "last.pt"
+    assert last.is_file() and len(results(tmp_path / "run")) == 1
+    EventYOLO(str(last)).train(resume=True)
+    rows = results(tmp_path / "run")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]

@@ -1,0 +1,113 @@
+"""Event data YAMLs: Ultralytics data YAMLs plus event keys, with defaults and the build-on-first-use synthetic set.
+
+Event keys (all optional): ``representation`` (folder under ``event_representations_v2``), ``downsample``,
+``seq_len`` (windows per clip, the truncated-BPTT length), ``sampling`` (``stream``, ``random`` or ``mixed``),
+``mixed_random_fraction``, ``partition`` (attention partition for this input size), ``eval`` (Prophesee filter:
+``skip_ts_us``, ``min_box_diag``, ``min_box_side``), ``groups`` (name -> class ids, for grouped AP) and ``synth``
+(how to build the data with our generator when ``path`` does not exist).
+
+Usage:
+    >>> from yolo_etram.data.data_yaml import load_event_data
+    >>> data = load_event_data("etram-synth.yaml")  # builds datasets/etram_synth on first use
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from .io import EventDataError
+
+EVENT_DEFAULTS = {
+    "channels": 20,
+    "representation": None,
+    "downsample": 1,
+    "seq_len": 5,
+    "sampling": "stream",
+    "mixed_random_fraction": 0.5,
+    "partition": None,
+    "eval": {"skip_ts_us": 500_000, "min_box_diag": 30, "min_box_side": 10},
+    "groups": {},
+}
+SAMPLING_MODES = ("stream", "random", "mixed")
+
+
+def read_data_yaml(data: str | Path | dict) -> tuple[dict, Path | None]:
+    """The YAML as a dict and its file (None for a dict), resolving our bare names (``etram.yaml``)."""
+    if isinstance(data, dict):
+        return dict(data), None
+    from yolo_etram.paths import find_cfg
+
+    path = find_cfg(data, "datasets")
+    if path is None:
+        raise EventDataError(f"data YAML '{data}' not found (neither a path nor one of yolo_etram's cfg/datasets)")
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}, Path(path)
+    except yaml.YAMLError as e:
+        raise EventDataError(f"{path}: not a valid YAML file ({e})") from e
+
+
+def resolve_root(path: str | Path, yaml_file: Path | None) -> Path:
+    """Where a data YAML's ``path`` points: absolute as is; relative: the working directory if it exists there, else
+    Ultralytics' ``datasets_dir`` (where stock YAMLs put their data)."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p.resolve()
+    from ultralytics.utils import DATASETS_DIR
+
+    return (Path(DATASETS_DIR) / p).resolve()
+
+
+def build_synthetic(root: Path, spec: dict) -> None:
+    """Synthesize raw recordings next to ``root`` (``<root>_raw``) and prepare them into ``root``."""
+    from .prepare import PrepareConfig, prepare_dataset
+    from .synthetic import SynthConfig, synthesize_dataset
+
+    spec = dict(spec)
+    splits = spec.pop("splits", {"train": 4, "val": 1, "test": 1})
+    raw = root.with_name(root.name + "_raw")
+    synthesize_dataset(raw, splits, SynthConfig(**spec))
+    prepare_dataset(raw, root, PrepareConfig(kind="etram", downsample=False), workers=2)
+
+
+def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
+    """Load and check an event data YAML: absolute split paths, class names, event keys with defaults.
+
+    Raises :class:`EventDataError` with the file and the problem when something does not fit."""
+    d, yaml_file = read_data_yaml(data)
+    src = yaml_file or "data dict"
+    if "names" not in d and "nc" not in d:
+        raise EventDataError(f"{src}: needs 'names' (or 'nc')")
+    names = d.get("names") or {i: f"class{i}" for i in range(int(d["nc"]))}
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    d["names"] = {int(k): str(v) for k, v in names.items()}
+    d["nc"] = len(d["names"])
+    for key, value in EVENT_DEFAULTS.items():
+        if isinstance(value, dict):
+            d[key] = {**value, **(d.get(key) or {})}
+        elif d.get(key) is None:
+            d[key] = value
+    if d["sampling"] not in SAMPLING_MODES:
+        raise EventDataError(f"{src}: sampling '{d['sampling']}' is not one of {', '.join(SAMPLING_MODES)}")
+    root = resolve_root(d.get("path", "."), yaml_file)
+    if not root.exists() and d.get("synth"):
+        build_synthetic(root, d["synth"])
+    d["path"] = str(root)
+    for s in ("train", "val", "test"):
+        if d.get(s):
+            p = Path(d[s])
+            d[s] = str(p if p.is_absolute() else root / p)
+    needed = [split] if split else ["train", "val"]
+    for s in needed:
+        if not d.get(s):
+            raise EventDataError(f"{src}: no '{s}' split")
+        if not Path(d[s]).is_dir():
+            raise EventDataError(f"{src}: {s} folder {d[s]} does not exist (prepare the data with `etram-yolo prepare`)")
+    for g, ids in d["groups"].items():
+        bad = [i for i in ids if int(i) not in d["names"]]
+        if bad:
+            raise EventDataError(f"{src}: group '{g}' names unknown class ids {bad}")
+    d["yaml_file"] = str(yaml_file) if yaml_file else None
+    return d
