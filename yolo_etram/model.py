@@ -175,10 +175,12 @@ class EventYOLO(YOLO):
         stock = super().task_map
         if not self.is_recurrent:
             return stock
+        from yolo_etram.predict import EventPredictor
         from yolo_etram.train import EventTrainer
         from yolo_etram.val import EventValidator
 
-        ours = {"model": RecurrentDetectionModel, "trainer": EventTrainer, "validator": EventValidator}
+        ours = {"model": RecurrentDetectionModel, "trainer": EventTrainer, "validator": EventValidator,
+                "predictor": EventPredictor}
         return {**stock, "detect": {**stock["detect"], **ours}}
 
     def load_rvt(self, checkpoint: str | Path, allow_unsafe_pickle: bool = False):

@@ -26,7 +26,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK
 from ultralytics.utils.torch_utils import unwrap_model
 
-from yolo_etram.data.data_yaml import load_event_data
+from yolo_etram.data.data_yaml import event_settings, load_event_data
 from yolo_etram.data.dataset import EventClipDataset, collate_clips
 from yolo_etram.data.io import EventDataError
 from yolo_etram.data.render import plot_event_batch
@@ -84,6 +84,13 @@ def check_event_args(args) -> None:
         raise ValueError("yolo_etram: unsupported for event streams: " + "; ".join(problems))
 
 
+def use_all_cpu_threads(device) -> None:
+    """On CPU, compute with every core: Ultralytics' ``select_device`` keeps one free for image decoding, which event
+    clips barely need (one small HDF5 read per clip), and that would halve the recurrent model's throughput."""
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+
+
 def pad_to_multiple(img: torch.Tensor, multiple: tuple[int, int]) -> torch.Tensor:
     """Zero-pad the last two dimensions bottom/right to multiples of ``multiple`` (box coordinates are unchanged)."""
     h, w = img.shape[-2:]
@@ -119,6 +126,7 @@ class EventTrainer(DetectionTrainer):
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks=None):
         super().__init__(cfg, event_overrides(overrides), _callbacks)
         check_event_args(self.args)
+        use_all_cpu_threads(self.device)
 
     def get_dataset(self) -> dict:
         try:
@@ -150,8 +158,10 @@ class EventTrainer(DetectionTrainer):
 
     def set_model_attributes(self):
         super().set_model_attributes()
+        model = unwrap_model(self.model)
         if self.data.get("partition"):
-            set_partition(unwrap_model(self.model), self.data["partition"])
+            set_partition(model, self.data["partition"])
+        model.yaml["event"] = event_settings(self.data)  # saved with the model: predict rebuilds the same windows
 
     def get_model(self, cfg=None, weights=None, verbose: bool = True) -> RecurrentDetectionModel:
         model = RecurrentDetectionModel(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose and RANK == -1)

@@ -28,7 +28,7 @@ from yolo_etram.data.dataset import EventClipDataset, collate_clips
 from yolo_etram.data.io import EVAL_BBOX_DTYPE
 from yolo_etram.metrics.prophesee import PropheseeEvaluator, plot_pr_curves, save_sequence_npy, to_eval_boxes
 from yolo_etram.model import RecurrentDetectionModel
-from yolo_etram.train import build_sampler, plot_frames, preprocess_event_batch
+from yolo_etram.train import build_sampler, plot_frames, preprocess_event_batch, use_all_cpu_threads
 
 PROPHESEE_KEYS = ("AP", "AP_50", "AP_75", "AP_S", "AP_M", "AP_L")
 
@@ -123,6 +123,7 @@ class EventValidator(DetectionValidator):
             from yolo_etram.train import set_partition
 
             set_partition(self.native, self.data["partition"])
+        use_all_cpu_threads(self.device)
         self.native.reset_states()  # the warmup (and earlier validations of this EMA copy) leave state behind
         self.seq_gt, self.seq_pred = defaultdict(list), defaultdict(list)
         self.seq_names = [s.name for s in self.dataloader.dataset.sequences]

@@ -111,3 +111,15 @@ def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
             raise EventDataError(f"{src}: group '{g}' names unknown class ids {bad}")
     d["yaml_file"] = str(yaml_file) if yaml_file else None
     return d
+
+
+def event_settings(data: dict) -> dict:
+    """What prediction needs to rebuild the training windows: downsample, bins, window length, channels, partition.
+
+    Stored in the model (``model.yaml["event"]``) by the trainer, so checkpoints predict on raw recordings alone."""
+    import re
+
+    m = re.search(r"dt=(\d+)_nbins=(\d+)", data.get("representation") or "")
+    window_ms, nbins = (int(m[1]), int(m[2])) if m else (50, data.get("channels", 20) // 2)
+    return {"downsample": int(data.get("downsample") or 1), "nbins": nbins, "window_ms": window_ms,
+            "channels": int(data.get("channels", 20)), "partition": list(data.get("partition") or [])}

@@ -1,0 +1,116 @@
+"""Event windows for prediction: 50 ms histograms built on the fly from raw recordings (the same code and bits as
+``prepare``), or read from prepared sequences, one window at a time with bounded memory.
+
+A source is a recording (``*_td.h5``, ``*.dat``, ``*.npy``), a prepared sequence folder, or a folder of either.
+
+Usage:
+    >>> from yolo_etram.data.stream import EventWindowSource
+    >>> for win in EventWindowSource("rec_td.h5", downsample=2):
+    ...     win.hist, win.t_end, win.is_first  # uint8 (20, 360, 640), µs, True at each recording's first window
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .io import RAW_SUFFIXES, EventDataError, EventReader
+from .prepared import PreparedSequence, list_sequences
+from .representation import StackedHistogram
+
+EVENT_FILE_SUFFIXES = (".h5", ".hdf5", ".dat", ".npy")
+
+
+@dataclass
+class EventWindow:
+    hist: np.ndarray  # uint8 (2*nbins, H', W') at the stored (possibly downsampled) resolution
+    t_end: int  # window end time, µs
+    index: int  # window number within its recording
+    total: int  # windows in the recording
+    source: Path  # the recording or prepared sequence
+    is_first: bool  # first window of its recording: the recurrent state must start fresh
+    sensor_hw: tuple[int, int]  # full sensor resolution
+
+
+def is_event_source(source) -> bool:
+    """True for a path that this module can read (a recording, a prepared sequence, or a folder of them)."""
+    if not isinstance(source, (str, Path)):
+        return False
+    p = Path(source)
+    if p.is_file():
+        return p.suffix in EVENT_FILE_SUFFIXES and not p.name.endswith("_bbox.npy")
+    return p.is_dir() and bool(_expand(p))
+
+
+def _expand(p: Path) -> list[Path]:
+    if p.is_file():
+        return [p]
+    if (p / "labels_v2").is_dir() or (p / "event_representations_v2").is_dir():
+        return [p]
+    seqs = list_sequences(p)
+    if seqs:
+        return seqs
+    return sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(RAW_SUFFIXES))
+
+
+class EventWindowSource:
+    """Iterate the windows of one or more recordings or prepared sequences.
+
+    Args:
+        source: file or folder.
+        downsample: 1 or 2: stored resolution = sensor / downsample (raw recordings only; prepared ones say it).
+        nbins, cutoff, window_ms: the representation (raw recordings only); defaults are RVT's.
+        start_us, end_us: only windows ending within this time range.
+        height, width: sensor size for files that do not store it.
+    """
+
+    def __init__(self, source, downsample: int = 1, nbins: int = 10, cutoff: int = 10, window_ms: int = 50,
+                 start_us: int | None = None, end_us: int | None = None, height: int | None = None,
+                 width: int | None = None):
+        self.paths = _expand(Path(source))
+        if not self.paths:
+            raise EventDataError(f"{source}: no event recordings or prepared sequences found")
+        self.downsample, self.nbins, self.cutoff, self.window_us = downsample, nbins, cutoff, window_ms * 1000
+        self.start_us, self.end_us = start_us, end_us
+        self.hw = (height, width)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self) -> Iterator[EventWindow]:
+        for path in self.paths:
+            yield from (self._prepared(path) if path.is_dir() else self._raw(path))
+
+    def _in_range(self, t: np.ndarray) -> np.ndarray:
+        keep = np.ones(len(t), bool)
+        if self.start_us is not None:
+            keep &= t >= self.start_us
+        if self.end_us is not None:
+            keep &= t <= self.end_us
+        return keep
+
+    def _raw(self, path: Path) -> Iterator[EventWindow]:
+        with EventReader(path, *self.hw) as reader:
+            if len(reader) == 0:
+                return
+            step = self.window_us
+            first = (reader.t_start // step + 1) * step  # the first window end after the first event
+            t_ends = np.arange(first, reader.t_end + step, step, dtype=np.int64)
+            t_ends = t_ends[self._in_range(t_ends)]
+            rep = StackedHistogram(reader.height, reader.width, self.nbins, self.cutoff, self.downsample == 2)
+            for i, (t, ev) in enumerate(zip(t_ends, reader.iter_windows(t_ends, self.window_us))):
+                yield EventWindow(rep(*ev), int(t), i, len(t_ends), path, i == 0, (reader.height, reader.width))
+
+    def _prepared(self, path: Path) -> Iterator[EventWindow]:
+        seq = PreparedSequence(path)
+        idx = np.flatnonzero(self._in_range(seq.window_t))
+        sensor = (seq.hw[0] * seq.downsample, seq.hw[1] * seq.downsample)
+        try:
+            for n, i in enumerate(idx):
+                yield EventWindow(seq.histograms(int(i), int(i) + 1)[0], int(seq.window_t[i]), n, len(idx), path,
+                                  n == 0, sensor)
+        finally:
+            seq.close()

@@ -1,0 +1,126 @@
+"""``EventPredictor``: detections on raw event recordings (or prepared sequences), one 50 ms window at a time, with
+the recurrent state carried from window to window and reset at the start of each recording.
+
+Windows are built with the same code as ``prepare`` (same bits). Each window gives an Ultralytics ``Results`` whose
+image is the rendered event frame (ON red, OFF blue) at sensor resolution and whose boxes are in sensor pixels.
+``save=True`` writes one video per recording; ``stream=True`` keeps memory flat on recordings of any length.
+
+Usage:
+    >>> from yolo_etram import EventYOLO
+    >>> for r in EventYOLO("best.pt").predict("rec_td.h5", stream=True, save=True):
+    ...     r.boxes.xyxy  # sensor pixels
+    $ yolo predict model=best.pt source=rec_td.h5 save=True
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import yolo_etram._env  # noqa: F401
+
+import cv2
+import numpy as np
+import torch
+from ultralytics.engine.results import Results
+from ultralytics.models.yolo.detect import DetectionPredictor
+from ultralytics.utils import LOGGER
+
+from yolo_etram.data.render import render_histogram
+from yolo_etram.data.stream import EventWindowSource, is_event_source
+from yolo_etram.train import pad_to_multiple, use_all_cpu_threads
+
+
+class EventWindowLoader:
+    """Ultralytics' inference-source contract over :class:`EventWindowSource`: one window per batch, as video frames."""
+
+    def __init__(self, windows: EventWindowSource, fps: float):
+        self.windows = windows
+        self.source_type = SimpleNamespace(stream=False, screenshot=False, from_img=False, tensor=False)
+        self.mode, self.bs, self.fps = "video", 1, fps
+        self.count = self.frame = 0
+        self.current = None
+        self.video_flag = [True]
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __iter__(self):
+        for win in self.windows:
+            self.current, self.frame = win, win.index + 1
+            self.count += 1
+            img = render_histogram(win.hist)
+            if img.shape[:2] != win.sensor_hw:
+                img = cv2.resize(img, win.sensor_hw[::-1], interpolation=cv2.INTER_NEAREST)
+            s = f"window (frame {win.index + 1}/{win.total}) {win.source.name} t={win.t_end / 1e6:.2f}s: "
+            yield [str(win.source)], [img], [s]
+
+
+class EventPredictor(DetectionPredictor):
+    """Predict on event recordings with a recurrent detector (``.pt``, or ``.onnx``/``.torchscript`` with states)."""
+
+    def setup_model(self, model, verbose: bool = True):
+        super().setup_model(model, verbose)
+        use_all_cpu_threads(self.device)
+
+    def setup_source(self, source, stride=None):
+        cfg = self.event_cfg()
+        if isinstance(source, EventWindowSource):  # e.g. with a time range: EventWindowSource(path, start_us=...)
+            windows = source
+        elif is_event_source(source):
+            windows = EventWindowSource(source, downsample=int(cfg.get("downsample", 1)), nbins=int(cfg.get("nbins", 10)),
+                                        window_ms=int(cfg.get("window_ms", 50)))
+        else:
+            raise ValueError(f"{source}: not an event recording (*_td.h5, .dat, .npy) or prepared sequence folder")
+        self.downsample = windows.downsample
+        self.dataset = EventWindowLoader(windows, fps=1e6 / windows.window_us)
+        self.source_type = self.dataset.source_type
+        self.vid_writer = {}
+        self.args.batch = 1  # one stream: consecutive windows are time steps, not a batch
+
+    def event_cfg(self) -> dict:
+        """How windows are built (downsample, bins, window length): the data YAML if given, else the model's."""
+        if self.args.data and str(self.args.data).endswith((".yaml", ".yml")):
+            from yolo_etram.data.data_yaml import event_settings, load_event_data
+
+            return event_settings(load_event_data(self.args.data, split="val"))
+        native = self.native_model()
+        if native is not None:
+            return dict(native.yaml.get("event") or {})
+        return dict(getattr(self.model, "metadata", {}).get("event") or {})
+
+    def native_model(self):
+        from yolo_etram.val import native_model
+
+        return native_model(self.model) if self.model is not None else None
+
+    def preprocess(self, im):
+        hist = torch.from_numpy(self.dataset.current.hist)[None].to(self.device).float()
+        multiple = self._input_multiple()
+        return pad_to_multiple(hist, multiple)
+
+    def _input_multiple(self) -> tuple[int, int]:
+        native = self.native_model()
+        if native is not None:
+            return native.input_multiple
+        imgsz = getattr(self.model, "imgsz", None)  # exported models: their fixed input size
+        return tuple(imgsz) if imgsz else (32, 32)
+
+    def inference(self, im, *args, **kwargs):
+        if self.dataset.current.is_first:  # a new recording (also after the stock warmup forward)
+            self.reset_states()
+        return self.model(im, augment=False)
+
+    def reset_states(self) -> None:
+        native = self.native_model()
+        if native is not None:
+            native.reset_states()
+        elif hasattr(self.model, "reset_states"):
+            self.model.reset_states()
+
+    def construct_result(self, pred, img, orig_img, img_path):
+        """Boxes from model-input pixels (stored resolution, padded bottom/right) to sensor pixels."""
+        h, w = orig_img.shape[:2]
+        boxes = pred[:, :4] * self.downsample
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clamp(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clamp(0, h)
+        return Results(orig_img, path=img_path, names=self.model.names, boxes=torch.cat([boxes, pred[:, 4:6]], 1))
