@@ -28,9 +28,10 @@ class _ActivateAfterUltralyticsCfg:
 
         def exec_module(module):
             exec_stock(module)
-            from yolo_etram.ultralytics_cli import activate
+            from yolo_etram.ultralytics_cli import activate, one_line_errors
 
             activate()
+            module.entrypoint = one_line_errors(module.entrypoint)  # the console script imports it after this
 
         spec.loader.exec_module = exec_module
         return spec

@@ -18,17 +18,19 @@ DATA_COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from yolo_etram.errors import run_cli
+
     if argv and argv[0] in DATA_COMMANDS:
         import importlib
 
-        return importlib.import_module(DATA_COMMANDS[argv[0]]).main(argv[1:]) or 0
+        return run_cli(importlib.import_module(DATA_COMMANDS[argv[0]]).main, argv[1:])
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(__doc__)
         if not argv or argv[0] != "help":
             return 0
     from yolo_etram.ultralytics_cli import run_ultralytics
 
-    return run_ultralytics(argv)
+    return run_cli(run_ultralytics, argv)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from yolo_etram.data.data_yaml import event_settings, load_event_data
 from yolo_etram.data.dataset import EventClipDataset, collate_clips
-from yolo_etram.data.io import EventDataError
+from yolo_etram.errors import UnsupportedOptionError
 from yolo_etram.data.render import plot_event_batch
 from yolo_etram.data.augment import AugConfig
 from yolo_etram.data.sampler import MixedSampler, RandomClipSampler, StreamSampler
@@ -81,7 +81,7 @@ def check_event_args(args) -> None:
         problems.append(f"image augmentations {', '.join(on)} would corrupt event histograms; event clips get "
                         "horizontal flips (fliplr) and zoom-out drawn once per sequence instead")
     if problems:
-        raise ValueError("yolo_etram: unsupported for event streams: " + "; ".join(problems))
+        raise UnsupportedOptionError("unsupported for event streams: " + "; ".join(problems))
 
 
 def use_all_cpu_threads(device) -> None:
@@ -129,10 +129,7 @@ class EventTrainer(DetectionTrainer):
         use_all_cpu_threads(self.device)
 
     def get_dataset(self) -> dict:
-        try:
-            data = load_event_data(self.args.data)
-        except EventDataError as e:
-            raise RuntimeError(f"Dataset '{self.args.data}' error: {e}") from e
+        data = load_event_data(self.args.data)
         if data.get("yaml_file"):
             self.args.data = data["yaml_file"]
         return data
@@ -176,7 +173,7 @@ class EventTrainer(DetectionTrainer):
         return EventValidator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
 
     def auto_batch(self):
-        raise ValueError("AutoBatch is not supported for event streams: give batch >= 1 (the number of stream slots)")
+        raise UnsupportedOptionError("AutoBatch is not supported for event streams: give batch >= 1 (stream slots)")
 
     def _setup_train(self):
         import ultralytics.engine.trainer as engine

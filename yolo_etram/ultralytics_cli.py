@@ -18,6 +18,21 @@ def activate() -> None:
     ultralytics.YOLO = EventYOLO
 
 
+def one_line_errors(entrypoint):
+    """Wrap Ultralytics' ``entrypoint`` so our user errors print one line and exit 2 (others are untouched)."""
+    import functools
+
+    @functools.wraps(entrypoint)
+    def wrapped(*args, **kwargs):
+        from yolo_etram.errors import run_cli
+
+        rc = run_cli(entrypoint, *args, prog="yolo")
+        if rc:
+            sys.exit(rc)
+
+    return wrapped
+
+
 def _resolve_args(argv: list[str]) -> list[str]:
     from yolo_etram.paths import find_cfg
 

@@ -25,6 +25,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from yolo_etram.errors import EventDataError  # noqa: F401  (re-exported: data modules raise it)
+
 BBOX_DTYPE = np.dtype(
     [
         ("t", "<u8"),
@@ -52,10 +54,6 @@ EVAL_BBOX_DTYPE = np.dtype(
 EVENT_FIELDS = ("x", "y", "p", "t")
 SENSOR_SIZES = {"gen1": (240, 304), "gen4": (720, 1280), "etram": (720, 1280)}  # (H, W) when a file does not say
 RAW_SUFFIXES = ("_td.h5", "_td.dat.h5", "_td.dat", "_td.npy")
-
-
-class EventDataError(ValueError):
-    """A raw or prepared file that cannot be used; the message names the file and the problem."""
 
 
 def _ensure_hdf5plugin() -> None:

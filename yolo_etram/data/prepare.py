@@ -55,14 +55,14 @@ class PrepareConfig:
 
     def dataset_kind(self) -> DatasetKind:
         if self.kind not in DATASET_KINDS:
-            raise ValueError(f"unknown dataset kind '{self.kind}' (choose from {', '.join(DATASET_KINDS)})")
+            raise EventDataError(f"unknown dataset kind '{self.kind}' (choose from {', '.join(DATASET_KINDS)})")
         kind = DATASET_KINDS[self.kind]
         if self.downsample is not None:
             kind = replace(kind, downsample=self.downsample)
         if self.class_map == "etram8to3":
             kind = replace(kind, class_map=ETRAM_8_TO_3)
         elif self.class_map:
-            raise ValueError(f"unknown class map '{self.class_map}' (choose etram8to3)")
+            raise EventDataError(f"unknown class map '{self.class_map}' (choose etram8to3)")
         return kind
 
 
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = PrepareConfig(args.kind, args.window_ms, args.nbins, args.cutoff, args.downsample, args.class_map, args.codec)
     try:
         results = prepare_dataset(args.raw_dir, args.out_dir, cfg, args.workers, args.splits, args.overwrite)
-    except (EventDataError, ValueError) as e:
+    except EventDataError as e:
         print(f"prepare: error: {e}", file=sys.stderr)
         return 2
     print(summarize(results))

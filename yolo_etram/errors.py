@@ -1,0 +1,29 @@
+"""User errors: bad input files or options. Their message names the file or argument, the problem and what to do;
+the CLIs print it as one line and exit with status 2 instead of a traceback."""
+
+
+class EtramError(Exception):
+    """Base class of the errors a user can fix."""
+
+
+class EventDataError(EtramError, ValueError):
+    """A raw or prepared file, or a data YAML, that cannot be used."""
+
+
+class UnsupportedOptionError(EtramError, ValueError):
+    """An option that cannot work on event streams or with a recurrent model."""
+
+
+def run_cli(fn, *args, prog: str = "etram-yolo") -> int:
+    """Call ``fn(*args)``; turn a user error into one line on stderr and exit status 2."""
+    import sys
+
+    try:
+        rc = fn(*args)
+    except EtramError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    return rc or 0
