@@ -106,3 +106,20 @@ def test_prepared_sequence_source(tiny_events):
     seq = next((Path(data["path"]) / "val").iterdir())
     wins = list(EventWindowSource(seq))
     assert wins and wins[0].hist.shape == (20, 96, 128) and wins[0].is_first
+
+
+@pytest.mark.slow
+def test_exported_onnx_predicts_like_pytorch(tmp_path):
+    rec = recording(tmp_path / "a_td.h5", seed=4)
+    model = tiny_model()
+    for seq in model.model.model[-1].cv3:  # an untrained head scores every class alike: spread the class logits
+        torch.nn.init.normal_(seq[-1].weight, std=300.0)
+        torch.nn.init.constant_(seq[-1].bias, -3.0)
+    onnx_file = model.export(format="onnx", imgsz=(96, 128), simplify=False)
+    kw = dict(conf=0.25, max_det=20, stream=True, verbose=False)
+    torch_boxes = [r.boxes.data for r in model.predict(str(rec), **kw)]
+    onnx_boxes = [r.boxes.data for r in EventYOLO(onnx_file).predict(str(rec), **kw)]
+    assert len(onnx_boxes) == len(torch_boxes) == 12
+    assert sum(len(b) for b in torch_boxes) > 0
+    for a, b in zip(onnx_boxes, torch_boxes):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-4)  # boxes (sensor px), confidences, classes

@@ -168,7 +168,26 @@ class EventYOLO(YOLO):
         m = getattr(self, "model", None)
         if isinstance(m, RecurrentDetectionModel):
             return True
+        if isinstance(m, (str, Path)) and str(m).endswith((".onnx", ".torchscript")):
+            from yolo_etram.export import is_stateful_export
+
+            return is_stateful_export(m)  # exported recurrent models predict with their states fed back
         return isinstance(getattr(self, "cfg", None), (str, Path)) and is_plugin_model_yaml(self.cfg)
+
+    def export(self, **kwargs) -> str:
+        """Export; recurrent models take and return their LSTM states (``onnx`` or ``torchscript``, fixed imgsz).
+
+        Usage:
+            >>> EventYOLO("best.pt").export(format="onnx", imgsz=(384, 640))
+        """
+        if not isinstance(self.model, RecurrentDetectionModel):
+            return super().export(**kwargs)
+        self._check_is_pytorch_model()
+        from yolo_etram.export import EventExporter
+
+        custom = {"imgsz": (384, 640), "batch": 1, "data": None, "device": None, "verbose": False}
+        args = {**self.overrides, **custom, **kwargs, "mode": "export"}  # Model.export's precedence
+        return EventExporter(overrides=args, _callbacks=self.callbacks)(model=self.model)
 
     @property
     def task_map(self) -> dict:

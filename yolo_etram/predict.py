@@ -60,6 +60,9 @@ class EventPredictor(DetectionPredictor):
 
     def setup_model(self, model, verbose: bool = True):
         super().setup_model(model, verbose)
+        from yolo_etram.export import install_state_runner
+
+        install_state_runner(self.model)  # exported recurrent models: feed the states back (no-op for .pt)
         use_all_cpu_threads(self.device)
 
     def setup_source(self, source, stride=None):
