@@ -20,8 +20,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent
 # 320x192 sensor: the model input needs no padding with partition (6, 10) (stage maps 48x80 ... 6x10)
-DEMO = dict(width=320, height=192, duration_s=12.0, splits={"train": 8, "val": 2, "test": 1}, seq_len=5, epochs=6, batch=4)
-QUICK = dict(width=128, height=96, duration_s=2.0, splits={"train": 2, "val": 1, "test": 1}, seq_len=3, epochs=1, batch=2)
+DEMO = dict(width=320, height=192, duration_s=12.0, splits={"train": 6, "val": 2, "test": 1}, seq_len=5, epochs=3, batch=3,
+            lr0=1e-3)  # 6 sequences in 3 slots: no slot idles (padded slots still cost compute)
+QUICK = dict(width=128, height=96, duration_s=2.0, splits={"train": 2, "val": 1, "test": 1}, seq_len=3, epochs=1, batch=2,
+             lr0=1e-3)
 NAMES = {0: "pedestrian", 1: "vehicle", 2: "micromobility"}
 
 
@@ -75,17 +77,16 @@ def main(argv=None) -> int:
     name = "demo_quick" if args.quick else "demo"
     print(f"[train] {args.model} on {data}: {epochs} epochs, {batch} stream slots")
     model = EventYOLO(args.model)
-    model.train(data=str(data), epochs=epochs, batch=batch, workers=2, imgsz=max(s["width"], s["height"]),
-                project=args.project, name=name, exist_ok=True, seed=args.seed, plots=True)
+    model.train(data=str(data), epochs=epochs, batch=batch, lr0=s["lr0"], workers=2, imgsz=max(s["width"], s["height"]),
+                project=args.project, name=name, exist_ok=True, seed=args.seed, plots=True, save_json=True,
+                val=args.data is not None)  # the synthetic demo validates once, at the end: CPU time goes to training
     run = Path(model.trainer.save_dir)
-    best = run / "weights" / "best.pt"
-    splits = ["val", "test"] if args.test else ["val"]
-    results = {}
-    for split in splits:
-        print(f"[val] {best.name} on the {split} split")
-        m = EventYOLO(str(best)).val(data=str(data), split=split, batch=batch, save_json=True,
-                                     project=args.project, name=f"{name}_{split}", exist_ok=True)
-        results[split] = m.results_dict
+    results = {"val": model.trainer.metrics}  # the final validation of best.pt (Prophesee .npy files in the run)
+    if args.test:
+        print("[test] best.pt on the test split")
+        m = EventYOLO(str(run / "weights" / "best.pt")).val(data=str(data), split="test", batch=batch, save_json=True,
+                                                           project=args.project, name=f"{name}_test", exist_ok=True)
+        results["test"] = m.results_dict
 
     print("\nSummary")
     print(f"  data      {data}")

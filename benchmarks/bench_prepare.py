@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -52,10 +51,11 @@ def reference_prepare(raw: Path, out: Path) -> None:
 
 
 PEAK = """
-import resource, sys
+import sys
 from yolo_etram.data.prepare import prepare_dataset, PrepareConfig
 prepare_dataset(sys.argv[1], sys.argv[2], PrepareConfig(kind='etram'), progress=False)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec
+print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))  # peak RSS, kB
 """
 
 

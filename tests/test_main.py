@@ -18,7 +18,8 @@ def test_demo_pipeline_quick(tmp_path):
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert "Prophesee AP" in out.stdout
     assert (tmp_path / "runs" / "demo_quick" / "weights" / "best.pt").is_file()
-    assert (tmp_path / "runs" / "demo_quick_val" / "metrics.json").is_file()
+    assert (tmp_path / "runs" / "demo_quick" / "metrics.json").is_file()
+    assert list((tmp_path / "runs" / "demo_quick").glob("synth_val_0000_pred.npy"))
     assert (tmp_path / "data" / "etram_synth_quick" / "val" / "synth_val_0000" / "labels_v2" / "labels.npz").is_file()
 
 

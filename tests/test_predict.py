@@ -123,3 +123,32 @@ def test_exported_onnx_predicts_like_pytorch(tmp_path):
     assert sum(len(b) for b in torch_boxes) > 0
     for a, b in zip(onnx_boxes, torch_boxes):
         torch.testing.assert_close(a, b, atol=2e-3, rtol=1e-4)  # boxes (sensor px), confidences, classes
+
+
+def rss_mib() -> float:
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmRSS"))) / 1024
+
+
+@pytest.mark.slow
+def test_stream_memory_stays_flat_on_long_recordings(tmp_path):
+    """Resident memory after the first 12 s (allocator warm-up) stays flat for the next 24 s of windows."""
+    rec = recording(tmp_path / "long_td.h5", seconds=36, seed=3)
+    rss = {}
+    for i, _ in enumerate(tiny_model().predict(str(rec), conf=0.5, stream=True, verbose=False)):
+        if i in (240, 719):
+            rss[i] = rss_mib()
+    assert len(rss) == 2
+    assert rss[719] < rss[240] + 25, rss  # 480 more windows, 2.4 M more events
+
+
+@pytest.mark.slow
+def test_track_gives_ids_over_time(tmp_path):
+    rec = recording(tmp_path / "a_td.h5", seconds=1.0, seed=5)
+    model = tiny_model()
+    for seq in model.model.model[-1].cv3:  # spread the untrained class logits so boxes pass the threshold
+        torch.nn.init.normal_(seq[-1].weight, std=300.0)
+        torch.nn.init.constant_(seq[-1].bias, -3.0)
+    results = list(model.track(str(rec), stream=True, conf=0.3, verbose=False, tracker="bytetrack.yaml"))
+    assert len(results) == 20
+    ids = [r.boxes.id for r in results if r.boxes.id is not None]
+    assert ids, "no track ids assigned"
