@@ -23,6 +23,8 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/bench_prepare.py
+	$(PY) benchmarks/bench_backbone.py
+	$(PY) benchmarks/bench_inference.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

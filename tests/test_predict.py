@@ -152,3 +152,31 @@ def test_track_gives_ids_over_time(tmp_path):
     assert len(results) == 20
     ids = [r.boxes.id for r in results if r.boxes.id is not None]
     assert ids, "no track ids assigned"
+
+
+def test_every_source_kind_gives_the_same_windows(tmp_path, tiny_events):
+    """A recording as .h5, Prophesee .dat and .npy gives identical windows; a prepared sequence gives its histograms."""
+    from test_io import write_dat
+
+    x, y, p, t = random_events(60_000, 500_000, 256, 192, seed=7)
+    write_events_h5(tmp_path / "r_td.h5", x, y, p, t, 256, 192)
+    write_dat(tmp_path / "r_td.dat", x, y, p, t, 256, 192)
+    arr = np.zeros(len(t), [("x", "<u2"), ("y", "<u2"), ("p", "<i2"), ("t", "<i8")])
+    arr["x"], arr["y"], arr["p"], arr["t"] = x, y, p, t
+    np.save(tmp_path / "r_td.npy", arr)
+    kinds = [list(EventWindowSource(tmp_path / f"r_td.{ext}", downsample=2, height=192, width=256))
+             for ext in ("h5", "dat", "npy")]
+    assert len(kinds[0]) == 10
+    for other in kinds[1:]:
+        assert [w.t_end for w in other] == [w.t_end for w in kinds[0]]
+        for a, b in zip(other, kinds[0]):
+            np.testing.assert_array_equal(a.hist, b.hist)
+    import yaml
+
+    from yolo_etram.data.prepared import PreparedSequence
+
+    seq_dir = next((Path(yaml.safe_load(open(tiny_events))["path"]) / "val").iterdir())
+    seq = PreparedSequence(seq_dir)
+    wins = list(EventWindowSource(seq_dir))
+    assert len(wins) == len(seq)
+    np.testing.assert_array_equal(wins[3].hist, seq.histograms(3, 4)[0])
