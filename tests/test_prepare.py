@@ -176,3 +176,19 @@ def test_peak_memory_does_not_grow_with_length(tmp_path):
         peaks[seconds] = int(out.split()[-1]) / 1024  # MiB
     # 4x more events would add ~4 x 1.5 M x 32 bytes = 200 MiB if the recording were held in memory
     assert peaks[12] < peaks[3] + 40, peaks
+
+
+def test_a_bad_recording_fails_alone(tmp_path, capsys):
+    """One corrupt file: its sequence fails with a one-line error naming it, nothing of it is left, the others finish."""
+    raw = make_raw_dataset(tmp_path / "raw", n_per_split=2, duration_us=700_000, n_events=20_000, splits=("train",))
+    bad = raw / "train" / "rand_train_0001_td.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)  # truncated HDF5
+    out = tmp_path / "out"
+    results = prepare_dataset(raw, out, progress=False)
+    assert [r.status for r in results] == ["done", "failed"]
+    assert "rand_train_0001_td.h5: not a readable HDF5 file" in results[1].error
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["rand_train_0000"]
+    assert not (out / ".in_progress").exists()
+    assert prep.main([str(raw), str(tmp_path / "out2")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # (stderr also has the bar)
+    assert len(errors) == 1 and errors[0].startswith("prepare: error: ") and "rand_train_0001_td.h5" in errors[0]

@@ -97,3 +97,22 @@ def test_resume_continues_an_interrupted_run(tiny_events, tmp_path):
     EventYOLO(str(last)).train(resume=True)
     rows = results(tmp_path / "run")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_training_naming_the_step(tiny_events, tmp_path, monkeypatch):
+    from yolo_etram.errors import NonFiniteLossError
+    from yolo_etram.model import RecurrentDetectionModel
+
+    stock_loss = RecurrentDetectionModel.loss
+    calls = {"n": 0}
+
+    def loss_nan_on_second_batch(self, batch, preds=None):
+        loss, items = stock_loss(self, batch, preds)
+        calls["n"] += 1
+        return (loss * float("nan"), items) if calls["n"] == 2 else (loss, items)
+
+    monkeypatch.setattr(RecurrentDetectionModel, "loss", loss_nan_on_second_batch)
+    model = EventYOLO("rvt-t.yaml")
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 1, batch 2 of this run"):
+        model.train(data=str(tiny_events), epochs=1, project=str(tmp_path), name="nan", **TRAIN)

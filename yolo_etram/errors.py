@@ -14,6 +14,10 @@ class UnsupportedOptionError(EtramError, ValueError):
     """An option that cannot work on event streams or with a recurrent model."""
 
 
+class NonFiniteLossError(EtramError, FloatingPointError):
+    """Training produced a NaN or infinite loss: stopped before the optimizer step could corrupt the weights."""
+
+
 def run_cli(fn, *args, prog: str = "etram-yolo") -> int:
     """Call ``fn(*args)``; turn a user error into one line on stderr and exit status 2."""
     import sys

@@ -28,7 +28,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from yolo_etram.data.data_yaml import event_settings, load_event_data
 from yolo_etram.data.dataset import EventClipDataset, collate_clips
-from yolo_etram.errors import UnsupportedOptionError
+from yolo_etram.errors import NonFiniteLossError, UnsupportedOptionError
 from yolo_etram.data.render import plot_event_batch
 from yolo_etram.data.augment import AugConfig
 from yolo_etram.data.sampler import MixedSampler, RandomClipSampler, StreamSampler
@@ -148,6 +148,7 @@ class EventTrainer(DetectionTrainer):
                                   collate_fn=collate_clips, pin_memory=self.device.type == "cuda", drop_last=False)
 
     def preprocess_batch(self, batch: dict) -> dict:
+        self.batches_seen = getattr(self, "batches_seen", 0) + 1  # names the step if the loss goes non-finite
         model = unwrap_model(self.model)
         batch = preprocess_event_batch(batch, self.device, model.input_multiple)
         model.reset_states(batch["is_first"])
@@ -172,6 +173,15 @@ class EventTrainer(DetectionTrainer):
         self.loss_names = ("box_loss", "cls_loss", "dfl_loss")
         return EventValidator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
 
+    def optimizer_step(self):
+        """Stop on a non-finite loss before it reaches the weights (and the EMA), naming the step."""
+        if self.loss is not None and not torch.isfinite(self.loss).all():
+            items = ", ".join(f"{k} {float(v):.4g}" for k, v in (self.loss_items or {}).items())
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {self.epoch + 1}, batch {self.batches_seen} of this run ({items}); the "
+                f"weights were not updated. Lower lr0 (now {self.args.lr0:g}), check the data, or resume from {self.last}")
+        super().optimizer_step()
+
     def auto_batch(self):
         raise UnsupportedOptionError("AutoBatch is not supported for event streams: give batch >= 1 (stream slots)")
 
@@ -184,6 +194,13 @@ class EventTrainer(DetectionTrainer):
             super()._setup_train()
         finally:
             engine.check_amp = stock_check_amp
+        # results.csv takes its columns from the first epoch's row: give epochs without validation the Prophesee
+        # columns too, in the order validation returns them (Ultralytics' metrics, ours, then the val losses)
+        from yolo_etram.val import PROPHESEE_COLUMNS
+
+        stock = {k: v for k, v in self.metrics.items() if not k.startswith("val/")}
+        losses = {k: v for k, v in self.metrics.items() if k.startswith("val/")}
+        self.metrics = {**stock, **dict.fromkeys(PROPHESEE_COLUMNS, 0.0), **losses}
 
     def plot_training_samples(self, batch: dict, ni: int) -> None:
         plot_frames(batch, self.data["names"], self.save_dir / f"train_batch{ni}.jpg")

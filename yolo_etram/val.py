@@ -31,6 +31,7 @@ from yolo_etram.model import RecurrentDetectionModel
 from yolo_etram.train import build_sampler, plot_frames, preprocess_event_batch, use_all_cpu_threads
 
 PROPHESEE_KEYS = ("AP", "AP_50", "AP_75", "AP_S", "AP_M", "AP_L")
+PROPHESEE_COLUMNS = tuple(f"prophesee/{k}" for k in (*PROPHESEE_KEYS, "AP_all"))
 
 
 def native_model(model) -> RecurrentDetectionModel | None:
@@ -69,9 +70,8 @@ class EventDetMetrics(DetMetrics):
 
     @property
     def results_dict(self) -> dict:
-        out = {k: v for k, v in super().results_dict.items() if k != "fitness"}
-        if self.prophesee:
-            out.update({f"prophesee/{k}": float(self.prophesee[k]) for k in (*PROPHESEE_KEYS, "AP_all")})
+        out = {k: float(v) for k, v in zip(self.keys, self.mean_results())}  # Ultralytics' own
+        out.update({c: float(self.prophesee.get(c.split("/")[1], 0.0)) for c in PROPHESEE_COLUMNS})
         out["fitness"] = self.fitness
         return out
 

@@ -70,13 +70,14 @@ class PrepareConfig:
 class SequenceResult:
     name: str
     split: str
-    status: str  # "done", "skipped" (already prepared), "no_labels"
+    status: str  # "done", "skipped" (already prepared), "no_labels", "failed" (bad input: see ``error``)
     windows: int = 0
     frames: int = 0
     events: int = 0
     out_of_frame: int = 0
     decreasing_t: int = 0
     seconds: float = 0.0
+    error: str = ""
 
 
 def sequence_paths(seq_dir: Path, cfg: PrepareConfig, downsample: bool) -> dict[str, Path]:
@@ -141,7 +142,13 @@ def prepare_sequence(name: str, split: str, events_path: Path, boxes_path: Path,
 
 
 def _prepare_job(args) -> SequenceResult:
-    return prepare_sequence(*args)
+    """One recording; bad input fails this recording only (nothing of it is left behind), the others go on."""
+    try:
+        return prepare_sequence(*args)
+    except EventDataError as e:
+        name, split, out_dir = args[0], args[1], args[4]
+        shutil.rmtree(out_dir / IN_PROGRESS / split / name, ignore_errors=True)
+        return SequenceResult(name, split, "failed", error=str(e))
 
 
 def prepare_dataset(raw_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig | None = None, workers: int = 1,
@@ -201,7 +208,8 @@ def _progress(total: int, enabled: bool):
 def summarize(results: list[SequenceResult]) -> str:
     done = [r for r in results if r.status == "done"]
     lines = [f"{len(done)} prepared, {sum(r.status == 'skipped' for r in results)} already done, "
-             f"{sum(r.status == 'no_labels' for r in results)} without labels after filtering"]
+             f"{sum(r.status == 'no_labels' for r in results)} without labels after filtering, "
+             f"{sum(r.status == 'failed' for r in results)} failed"]
     if done:
         ev, sec = sum(r.events for r in done), sum(r.seconds for r in done)
         lines.append(f"{sum(r.windows for r in done)} windows, {sum(r.frames for r in done)} label frames, "
@@ -237,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prepare: error: {e}", file=sys.stderr)
         return 2
     print(summarize(results))
-    return 0
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        print(f"prepare: error: {r.error}", file=sys.stderr)
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":
