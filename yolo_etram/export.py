@@ -43,6 +43,7 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, colorstr
 from ultralytics.utils.checks import check_imgsz
 
 from yolo_etram.errors import UnsupportedOptionError
+from yolo_etram.model import fit_to_multiple
 from yolo_etram.nn import stateful_layers
 
 __all__ = [
@@ -197,15 +198,15 @@ class EventExporter(Exporter):
                 f"format='{fmt}' is not supported for recurrent models (their LSTM states are graph inputs and "
                 f"outputs); supported formats: {', '.join(RECURRENT_FORMATS)}")
         if self.args.dynamic:
-            raise UnsupportedOptionError("dynamic=True is not supported for recurrent models: the state shapes follow the input "
-                             "size, so export one model per imgsz")
+            raise UnsupportedOptionError("dynamic=True is not supported for recurrent models: the state shapes follow "
+                                         "the input size, so export one model per imgsz")
         if self.args.quantize not in (None, 16, 32, "16", "32", "fp16", "fp32"):
-            raise UnsupportedOptionError(f"quantize={self.args.quantize} is not supported for recurrent models (INT8 calibration "
-                             "feeds images only); use quantize=32 or 16")
+            raise UnsupportedOptionError(f"quantize={self.args.quantize} is not supported for recurrent models (INT8 "
+                                         "calibration feeds images only); use quantize=32 or 16")
         imgsz = check_imgsz(self.args.imgsz, stride=int(max(model.stride)), min_dim=2)
         mh, mw = getattr(model, "input_multiple", (32, 32))
         if imgsz[0] % mh or imgsz[1] % mw:
-            fit = (-(-imgsz[0] // mh) * mh, -(-imgsz[1] // mw) * mw)
+            fit = fit_to_multiple(imgsz, (mh, mw))
             raise UnsupportedOptionError(
                 f"imgsz={list(imgsz)} does not fit the recurrent backbone's attention partitions: height and width "
                 f"must be multiples of {mh}x{mw}; use e.g. imgsz={fit[0]},{fit[1]} (inputs are zero-padded "

@@ -26,7 +26,12 @@ from ultralytics.utils.torch_utils import initialize_weights
 from yolo_etram.paths import find_cfg, is_plugin_model_yaml
 from yolo_etram.nn import PLUGIN_LAYER_NAMES, stateful_layers
 
-__all__ = ["RecurrentDetectionModel", "EventYOLO", "load_model_yaml"]
+__all__ = ["RecurrentDetectionModel", "EventYOLO", "load_model_yaml", "fit_to_multiple"]
+
+
+def fit_to_multiple(hw, multiple) -> tuple[int, int]:
+    """``(H, W)`` rounded up to multiples of ``multiple``: the zero-padded input size the partitions can divide."""
+    return -(-int(hw[0]) // multiple[0]) * multiple[0], -(-int(hw[1]) // multiple[1]) * multiple[1]
 
 
 def load_model_yaml(cfg: str | Path | dict) -> dict:
@@ -98,10 +103,8 @@ class RecurrentDetectionModel(DetectionModel):
         The FLOPs count does not include attention's matrix products and the LSTM's element-wise math (thop)."""
         from ultralytics.utils.torch_utils import model_info
 
-        h, w = self.input_multiple
         imgsz = imgsz or (384, 640)
-        imgsz = [imgsz, imgsz] if isinstance(imgsz, int) else list(imgsz)
-        imgsz = [-(-imgsz[0] // h) * h, -(-imgsz[1] // w) * w]
+        imgsz = list(fit_to_multiple((imgsz, imgsz) if isinstance(imgsz, int) else imgsz, self.input_multiple))
         try:
             return model_info(self, detailed=detailed, verbose=verbose, imgsz=imgsz)
         finally:

@@ -27,7 +27,7 @@ from yolo_etram.data.data_yaml import load_event_data
 from yolo_etram.data.dataset import EventClipDataset, collate_clips
 from yolo_etram.data.io import EVAL_BBOX_DTYPE
 from yolo_etram.metrics.prophesee import PropheseeEvaluator, plot_pr_curves, save_sequence_npy, to_eval_boxes
-from yolo_etram.model import RecurrentDetectionModel
+from yolo_etram.model import RecurrentDetectionModel, fit_to_multiple
 from yolo_etram.train import build_sampler, plot_frames, preprocess_event_batch, use_all_cpu_threads
 
 PROPHESEE_KEYS = ("AP", "AP_50", "AP_75", "AP_S", "AP_M", "AP_L")
@@ -94,7 +94,7 @@ class EventValidator(DetectionValidator):
     def __call__(self, trainer=None, model=None):
         if trainer is None:
             data = load_event_data(self.args.data, self.args.split)
-            self.args.imgsz = padded_size(data, model)  # the warmup forward must fit the attention partitions
+            self.args.imgsz = padded_size(data, self.args.split)  # the warmup forward must fit the partitions
             with _event_data_checks():
                 return super().__call__(trainer, model)
         return super().__call__(trainer, model)
@@ -212,18 +212,17 @@ class EventValidator(DetectionValidator):
         plot_frames(batch, self.names, self.save_dir / f"val_batch{ni}_pred.jpg", preds=preds)
 
 
-def padded_size(data: dict, model=None) -> list[int]:
-    """The model input size for this data: the stored size padded to the attention partitions' multiple."""
+def padded_size(data: dict, split: str = "val") -> list[int]:
+    """The model input size for a split: its stored size, zero-padded to fit the data's attention partition."""
     from yolo_etram.data.prepared import PreparedSequence, list_sequences
 
-    split = data.get("val") or data.get("test")
-    seqs = list_sequences(split)
+    seqs = list_sequences(data.get(split) or data["val"])
     if not seqs:
         return [384, 640]
-    h, w = PreparedSequence(seqs[0], data.get("representation")).hw
     part = data.get("partition") or (6, 10)
-    mh, mw = 32 * part[0], 32 * part[1]
-    return [-(-h // mh) * mh, -(-w // mw) * mw]
+    stride = 32  # the backbone's last stage
+    hw = PreparedSequence(seqs[0], data.get("representation")).hw
+    return list(fit_to_multiple(hw, (stride * part[0], stride * part[1])))
 
 
 def _jsonable(x):
