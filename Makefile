@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench evidence clean
 
 setup: $(STAMP)
 
@@ -22,9 +22,10 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) benchmarks/bench_prepare.py
-	$(PY) benchmarks/bench_backbone.py
-	$(PY) benchmarks/bench_inference.py
+	$(PY) benchmarks/run_all.py
+
+evidence: setup
+	$(PY) benchmarks/evidence_memory.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

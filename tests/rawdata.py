@@ -39,3 +39,22 @@ def make_raw_dataset(root: Path, n_per_split=1, duration_us=1_600_000, width=320
             write_events_h5(f"{stem}_td.h5", *random_events(n_events, duration_us, width, height, s), width, height)
             write_boxes(f"{stem}_bbox.npy", random_boxes(duration_us, width, height, seed=s))
     return root
+
+
+def write_dat(path, x, y, p, t, width=None, height=None):
+    """A Prophesee EVT 2.0 .dat file: '%' header, event type and size bytes, then t:u4 + packed x|y<<14|p<<28."""
+    header = b"% Data file containing Event2D events.\n% Version 2\n"
+    if width:
+        header += f"% Width {width}\n% Height {height}\n".encode()
+    rec = np.zeros(len(t), [("t", "<u4"), ("w", "<u4")])
+    rec["t"] = t
+    rec["w"] = np.asarray(x, np.uint32) | (np.asarray(y, np.uint32) << 14) | (np.asarray(p, np.uint32) << 28)
+    with open(path, "wb") as f:
+        f.write(header + bytes([0, 8]) + rec.tobytes())
+
+
+def write_npy_events(path, x, y, p, t):
+    """A structured ``.npy`` event array (x, y u2; p i2; t i8)."""
+    arr = np.zeros(len(t), [("x", "<u2"), ("y", "<u2"), ("p", "<i2"), ("t", "<i8")])
+    arr["x"], arr["y"], arr["p"], arr["t"] = x, y, p, t
+    np.save(path, arr)

@@ -106,7 +106,8 @@ def test_item_one_read_padding_and_labels(ds, monkeypatch):
         else:
             assert item["labeled"][t]
             ref = np.stack([raw["class_id"], raw["x"], raw["y"], raw["x"] + raw["w"], raw["y"] + raw["h"]], 1)
-            np.testing.assert_allclose(item["labels"][t], ref.astype(np.float32))
+            np.testing.assert_allclose(item["labels"][t][:, :5], ref.astype(np.float32))
+            assert item["labels"][t].shape[1] == 7  # + motion code and seconds stopped (UNKNOWN, 0 without motion file)
     assert all(b is None for b in item["labels"][n:])
     # a plain (clip, aug) tuple and a ClipKey read the same clip; the key may override is_first
     assert torch.equal(ds[(last, None)]["img"], item["img"]) and ds[ClipKey(last, is_first=True)]["is_first"]
@@ -403,10 +404,11 @@ def test_collate(ds):
     assert frames == torch.nonzero(batch["labeled"]).flatten().tolist()
     f = frames[0]
     lab = items[f // T]["labels"][f % T]
-    x1, y1, x2, y2 = lab[0, 1:]
+    x1, y1, x2, y2 = lab[0, 1:5]
     np.testing.assert_allclose(batch["bboxes"][0].numpy(), [(x1 + x2) / 2 / W, (y1 + y2) / 2 / H, (x2 - x1) / W,
                                                             (y2 - y1) / H], rtol=1e-6)
     assert batch["cls"][0, 0] == lab[0, 0]
+    assert batch["motion"].shape == (n, 2) and batch["motion"][0].tolist() == lab[0, 5:7].tolist()
     assert len(batch["im_file"]) == len(batch["ori_shape"]) == len(batch["ratio_pad"]) == B * T
     assert batch["im_file"][1] == f"{ds.sequences[0].name}:1" and batch["im_file"][T] == "<pad>"
     assert batch["ori_shape"][0] == batch["resized_shape"][0] == (H, W)

@@ -3,22 +3,10 @@
 import numpy as np
 import pytest
 
-from rawdata import random_events
+from rawdata import random_events, write_dat
 from rvt_reference import correct_time, rvt_windows
 from yolo_etram.data.io import (BBOX_DTYPE, EventDataError, EventReader, find_recordings, load_boxes, write_boxes,
                                 write_events_h5)
-
-
-def write_dat(path, x, y, p, t, width=None, height=None):
-    """A Prophesee EVT 2.0 .dat file: '%' header, event type and size bytes, then t:u4 + packed x|y<<14|p<<28."""
-    header = b"% Data file containing Event2D events.\n% Version 2\n"
-    if width:
-        header += f"% Width {width}\n% Height {height}\n".encode()
-    rec = np.zeros(len(t), [("t", "<u4"), ("w", "<u4")])
-    rec["t"] = t
-    rec["w"] = np.asarray(x, np.uint32) | (np.asarray(y, np.uint32) << 14) | (np.asarray(p, np.uint32) << 28)
-    with open(path, "wb") as f:
-        f.write(header + bytes([0, 8]) + rec.tobytes())
 
 
 def read_all(reader):

@@ -71,7 +71,7 @@ def test_validator_scores_labeled_frames_and_matches_pycocotools_on_saved_files(
                         project=str(tmp_path), name="val", exist_ok=True)
     assert metrics["prophesee/AP"] == pytest.approx(1.0)  # perfect predictions
     saved = sorted(p.name for p in (tmp_path / "val").glob("*.npy"))
-    assert saved == ["synth_val_0000_gt.npy", "synth_val_0000_pred.npy"]
+    assert saved == ["synth_val_0000_gt.npy", "synth_val_0000_gt_motion.npy", "synth_val_0000_pred.npy"]
     ref = evaluate_folder(tmp_path / "val", classes=["pedestrian", "vehicle", "micromobility"], height=96, width=128,
                           min_box_diag=8, min_box_side=3, backend="pycocotools")
     assert ref["AP"] == pytest.approx(metrics["prophesee/AP"], abs=1e-9)

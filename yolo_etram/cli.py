@@ -1,9 +1,12 @@
-"""``etram-yolo``: the stock Ultralytics CLI with this plugin active, plus ``prepare`` and ``synth``.
+"""``etram-yolo``: the stock Ultralytics CLI with this plugin active, plus ``prepare``, ``synth``, ``import-rvt`` and
+``compare``.
 
 Usage:
     etram-yolo synth datasets/etram_synth_raw --train 4 --val 2 --test 1
     etram-yolo prepare datasets/etram_synth_raw datasets/etram_synth --kind etram --workers 2
     etram-yolo train model=rvt-t.yaml data=etram-synth.yaml epochs=1
+    etram-yolo import-rvt rvt-b.ckpt --model rvt-b-yolox.yaml --out rvt-b-etram.pt
+    etram-yolo compare runs/detect/train runs/detect/train2      # experiment records side by side
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import sys
 DATA_COMMANDS = {
     "prepare": "yolo_etram.data.prepare",
     "synth": "yolo_etram.data.synthetic",
+    "import-rvt": "yolo_etram.rvt_import",
+    "compare": "yolo_etram.experiment",
 }
 
 

@@ -18,6 +18,15 @@ class NonFiniteLossError(EtramError, FloatingPointError):
     """Training produced a NaN or infinite loss: stopped before the optimizer step could corrupt the weights."""
 
 
+class NonFiniteOutputError(EtramError, FloatingPointError):
+    """A model produced NaN or infinite outputs for an input window (named by recording and time)."""
+
+
+def one_line(message) -> str:
+    """An error message on one line (messages quoting HDF5 or numpy errors may span several)."""
+    return " ".join(str(message).split())
+
+
 def run_cli(fn, *args, prog: str = "etram-yolo") -> int:
     """Call ``fn(*args)``; turn a user error into one line on stderr and exit status 2."""
     import sys
@@ -25,7 +34,7 @@ def run_cli(fn, *args, prog: str = "etram-yolo") -> int:
     try:
         rc = fn(*args)
     except EtramError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

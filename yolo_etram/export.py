@@ -51,6 +51,7 @@ __all__ = [
     "StateSpec",
     "state_specs",
     "read_state_specs",
+    "is_event_export",
     "is_stateful_export",
     "StatefulExportModel",
     "EventExporter",
@@ -102,6 +103,18 @@ def read_state_specs(metadata: dict | None) -> list[StateSpec]:
     """The state I/O recorded in an export's metadata (empty for a stateless export)."""
     value = _json_value((metadata or {}).get("recurrent_states"))
     return [StateSpec(i, o, tuple(int(d) for d in s)) for i, o, s in value or []]
+
+
+def is_event_export(path: str | Path) -> bool:
+    """Whether ``path`` is an exported model (``.onnx``, ``.torchscript``) of ours: its metadata holds event settings
+    or recurrent states."""
+    from ultralytics.nn.backends.base import BaseBackend
+
+    path = Path(path)
+    if path.suffix not in {".onnx", ".torchscript"} or not path.is_file():
+        return False
+    metadata = BaseBackend.read_metadata(path) or {}
+    return "event" in metadata or bool(read_state_specs(metadata))
 
 
 def is_stateful_export(path: str | Path) -> bool:
@@ -222,17 +235,21 @@ class EventExporter(Exporter):
             layer.reset()
         specs = self._state_specs()
         self.metadata["recurrent_states"] = json.dumps([[s.input, s.output, list(s.shape)] for s in specs])
-        event = getattr(self.model, "yaml", {}).get("event")
-        if event:
-            self.metadata["event"] = json.dumps(event)
         return specs
 
     def _zero_states(self, specs: Sequence[StateSpec]) -> list[torch.Tensor]:
         # The LSTM keeps its state in float32 even when the images are fp16.
         return [torch.zeros(s.shape, dtype=torch.float32, device=self.im.device) for s in specs]
 
+    def _record_event_settings(self) -> None:
+        """Put the model's event settings (how windows are built) into the export's metadata."""
+        event = getattr(self.model, "yaml", {}).get("event")
+        if event:
+            self.metadata["event"] = json.dumps(event)
+
     def export_onnx(self, prefix=colorstr("ONNX:")):  # noqa: B008
         """Stock ``export_onnx`` tracing ``(images, *states) -> (output0, *new_states)`` for recurrent models."""
+        self._record_event_settings()
         if not self.recurrent:
             return super().export_onnx(prefix)
         import ultralytics.utils.export.engine as engine
@@ -254,6 +271,7 @@ class EventExporter(Exporter):
 
     def export_torchscript(self, prefix=colorstr("TorchScript:")):  # noqa: B008
         """Stock ``export_torchscript`` tracing ``(images, *states) -> (output0, *new_states)`` for recurrent models."""
+        self._record_event_settings()
         if not self.recurrent:
             return super().export_torchscript(prefix)
         import ultralytics.utils.export.torchscript as torchscript

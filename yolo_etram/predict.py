@@ -27,6 +27,7 @@ from ultralytics.utils import LOGGER
 
 from yolo_etram.data.render import render_histogram
 from yolo_etram.data.stream import EventWindowSource, is_event_source
+from yolo_etram.errors import NonFiniteOutputError
 from yolo_etram.train import pad_to_multiple, use_all_cpu_threads
 
 
@@ -63,6 +64,11 @@ class EventPredictor(DetectionPredictor):
         from yolo_etram.export import install_state_runner
 
         install_state_runner(self.model)  # exported recurrent models: feed the states back (no-op for .pt)
+        metadata = getattr(self.model, "metadata", None)
+        if isinstance(metadata, dict) and isinstance(metadata.get("event"), str):  # stateless exports of ours
+            import json
+
+            metadata["event"] = json.loads(metadata["event"])
         use_all_cpu_threads(self.device)
 
     def setup_source(self, source, stride=None):
@@ -111,7 +117,15 @@ class EventPredictor(DetectionPredictor):
     def inference(self, im, *args, **kwargs):
         if self.dataset.current.is_first:  # a new recording (also after the stock warmup forward)
             self.reset_states()
-        return self.model(im, augment=False)
+        preds = self.model(im, augment=False)
+        out = preds[0] if isinstance(preds, (list, tuple)) else preds
+        if isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
+            win = self.dataset.current
+            raise NonFiniteOutputError(
+                f"{win.source}: the model's output is NaN or infinite for the window ending at {win.t_end / 1e6:.3f} s "
+                f"(window {win.index + 1} of {win.total}); the input is finite (event counts), so the weights are "
+                "corrupt or overflow (try quantize=32 if it ran in half precision)")
+        return preds
 
     def reset_states(self) -> None:
         native = self.native_model()

@@ -1,16 +1,21 @@
-"""Import RVT Lightning checkpoints (``mdl.backbone.*``, ``mdl.fpn.*``) into our recurrent detection models.
+"""Import RVT Lightning checkpoints (``mdl.backbone.*``, ``mdl.fpn.*``, ``mdl.yolox_head.*``) into our models.
 
 The backbone maps onto ``model.model[0]`` (:func:`recurrent.load_rvt_backbone`). RVT's YOLOX PAFPN maps onto the
 stock-layer neck of the ``rvt-*-3scale.yaml`` models, whose YAML key ``rvt_pafpn`` names the row of each RVT layer:
 RVT's ``BaseConv`` and Ultralytics' ``Conv`` share their inner names (``conv``, ``bn``), and RVT's ``CSPLayer``
 (``conv1, conv2, conv3, m.j.conv1, m.j.conv2``) is Ultralytics' ``C3`` (``cv1, cv2, cv3, m.j.cv1, m.j.cv2``). RVT's
 BatchNorms use PyTorch's eps 1e-5 (Ultralytics sets 1e-3), so imported neck BNs get RVT's eps. RVT's YOLOX head
-(``mdl.yolox_head.*``) has no counterpart in the ``Detect`` head: it is reported as not loaded.
+(``mdl.yolox_head.*``) loads into a last row of type :class:`~yolo_etram.yolox_head.YOLOXDetect` (``rvt-*-yolox.yaml``),
+whose module names are RVT's; a ``Detect`` head has no counterpart, and the head is reported as not loaded.
+
+:func:`import_rvt` (``etram-yolo import-rvt``) writes an imported model as an ordinary checkpoint of ours, which
+``yolo val/predict/export`` and ``EventYOLO`` load like a trained one.
 
 Usage:
     >>> from yolo_etram import EventYOLO
-    >>> model = EventYOLO("rvt-b-3scale.yaml")
-    >>> print(model.load_rvt("rvt-b.ckpt"))
+    >>> model = EventYOLO("rvt-b-yolox.yaml")
+    >>> print(model.load_rvt("rvt-b.ckpt"))  # backbone, PAFPN and YOLOX head
+    $ etram-yolo import-rvt rvt-b.ckpt --model rvt-b-yolox.yaml --out rvt-b-etram.pt
 """
 
 from __future__ import annotations
@@ -33,19 +38,20 @@ class RVTImportReport:
 
     backbone: int = 0
     neck: int = 0
+    head: int = 0
     not_loaded: list[str] = field(default_factory=list)  # RVT keys with no place in this model
-    missing: list[str] = field(default_factory=list)  # our neck keys the checkpoint did not provide
+    missing: list[str] = field(default_factory=list)  # our neck/head keys the checkpoint did not provide
 
     def __str__(self) -> str:
         heads = [k for k in self.not_loaded if ".yolox_head." in k or k.startswith("yolox_head.")]
         other = [k for k in self.not_loaded if k not in heads]
-        s = f"RVT import: {self.backbone} backbone and {self.neck} neck tensors loaded"
+        s = f"RVT import: {self.backbone} backbone, {self.neck} neck and {self.head} head tensors loaded"
         if heads:
             s += f"; {len(heads)} YOLOX head tensors not loaded (this model's Detect head is trained anew)"
         if other:
             s += f"; {len(other)} other tensors not loaded: {', '.join(other[:8])}{' ...' if len(other) > 8 else ''}"
         if self.missing:
-            s += f"; {len(self.missing)} neck tensors missing from the checkpoint: {', '.join(self.missing[:8])}"
+            s += f"; {len(self.missing)} tensors missing from the checkpoint: {', '.join(self.missing[:8])}"
         return s
 
 
@@ -70,31 +76,182 @@ def rvt_pafpn_state_dict(sd: dict, rows: dict[str, int]) -> dict[str, torch.Tens
     return out
 
 
-def load_rvt_checkpoint(model: nn.Module, path_or_sd: str | Path | dict, allow_unsafe_pickle: bool = False) -> RVTImportReport:
-    """Load an RVT checkpoint's backbone (and PAFPN where the YAML maps it) into a ``RecurrentDetectionModel``.
+def rvt_head_state_dict(sd: dict, row: int) -> dict[str, torch.Tensor]:
+    """RVT ``yolox_head.*`` tensors renamed to ``model.<row>.*`` keys of a ``YOLOXDetect`` (same inner names)."""
+    return {f"model.{row}.{k[len('yolox_head.'):]}": v for k, v in sd.items() if k.startswith("yolox_head.")}
 
-    Shapes are checked; a backbone that does not match (another size, another class count) raises ``RuntimeError``.
+
+def load_rvt_checkpoint(model: nn.Module, path_or_sd: str | Path | dict, allow_unsafe_pickle: bool = False) -> RVTImportReport:
+    """Load an RVT checkpoint's backbone, PAFPN (where the YAML maps it) and YOLOX head (where the last row is a
+    ``YOLOXDetect``) into a ``RecurrentDetectionModel``.
+
+    Shapes are checked; weights that do not match (another size, another class count) raise ``RuntimeError``.
     """
     sd = read_rvt_state_dict(path_or_sd, allow_unsafe_pickle) if isinstance(path_or_sd, (str, Path)) else path_or_sd
     sd = _strip(dict(sd))
     report = RVTImportReport()
     report.backbone = len(load_rvt_backbone(model.model[0], {f"backbone.{k[9:]}": v for k, v in sd.items()
                                                              if k.startswith("backbone.")}, strict=True).loaded)
-    rows = (getattr(model, "yaml", None) or {}).get("rvt_pafpn") or {}
+    rows = dict((getattr(model, "yaml", None) or {}).get("rvt_pafpn") or {})
     neck = rvt_pafpn_state_dict(sd, rows)
+    from yolo_etram.yolox_head import YOLOXDetect
+
+    head_row = len(model.model) - 1 if isinstance(model.model[-1], YOLOXDetect) else None
+    head = rvt_head_state_dict(sd, head_row) if head_row is not None else {}
     own = model.state_dict()
-    bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in neck.items() if k in own and v.shape != own[k].shape]
-    if bad or any(k not in own for k in neck):
-        raise RuntimeError(f"RVT PAFPN weights do not fit this model: shape mismatches {bad[:4]}, "
-                           f"unknown keys {[k for k in neck if k not in own][:4]}")
-    model.load_state_dict(neck, strict=False)
-    report.neck = len(neck)
-    prefixes = {f"model.{r}." for r in rows.values()}
-    report.missing = [k for k in own if any(k.startswith(p) for p in prefixes) and k not in neck]
-    for r in rows.values():
+    for part, found in (("PAFPN", neck), ("YOLOX head", head)):
+        bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in found.items()
+               if k in own and v.shape != own[k].shape]
+        if bad or any(k not in own for k in found):
+            hint = (" (another class count: build the model with the checkpoint's nc)"
+                    if any(".cls_preds." in k for k, *_ in bad) else "")
+            raise RuntimeError(f"RVT {part} weights do not fit this model{hint}: shape mismatches {bad[:4]}, "
+                               f"unknown keys {[k for k in found if k not in own][:4]}")
+    model.load_state_dict({**neck, **head}, strict=False)
+    report.neck, report.head = len(neck), len(head)
+    used_rows = [*rows.values(), *([head_row] if head_row is not None else [])]
+    prefixes = {f"model.{r}." for r in used_rows}
+    report.missing = [k for k in own if any(k.startswith(p) for p in prefixes) and k not in neck and k not in head]
+    for r in used_rows:
         for m in model.model[r].modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.eps, m.momentum = 1e-5, 0.1  # RVT's (PyTorch default) BatchNorm settings
-    used_fpn = {f"fpn.{n}." for n in rows}
-    report.not_loaded = [k for k in sd if not k.startswith("backbone.") and not any(k.startswith(p) for p in used_fpn)]
+    used = {f"fpn.{n}." for n in rows} | ({"yolox_head."} if head_row is not None else set())
+    report.not_loaded = [k for k in sd if not k.startswith("backbone.") and not any(k.startswith(p) for p in used)]
     return report
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A whole RVT checkpoint -> a checkpoint of ours (``etram-yolo import-rvt``)
+# ---------------------------------------------------------------------------------------------------------------------
+
+# How each dataset's RVT models read their input (rvt_spec 2, 3.6): class names, downsampling, partition, padded size.
+PRESETS = {
+    "etram": dict(names=("pedestrian", "vehicle", "micromobility"), downsample=2, partition=(6, 10), imgsz=(384, 640)),
+    "gen4": dict(names=("pedestrian", "two-wheeler", "car"), downsample=2, partition=(6, 10), imgsz=(384, 640)),
+    "gen1": dict(names=("car", "pedestrian"), downsample=1, partition=(8, 10), imgsz=(256, 320)),
+}
+SIZES = {32: "t", 48: "s", 64: "b"}  # RVT embed_dim -> model size
+
+
+class RVTImportError(RuntimeError):
+    """An RVT checkpoint that cannot be imported as asked (a user error: the CLI prints one line)."""
+
+
+def import_rvt(checkpoint: str | Path, out: str | Path | None = None, model: str | Path | None = None,
+               nc: int | None = None, names: list[str] | None = None, preset: str = "etram",
+               downsample: int | None = None, nbins: int | None = None, window_ms: int = 50,
+               partition: tuple[int, int] | None = None, score: str | None = None,
+               allow_unsafe_pickle: bool = False) -> tuple[Path, RVTImportReport]:
+    """Import a whole RVT/eTraM Lightning checkpoint and save it as an ordinary checkpoint of ours.
+
+    The model YAML defaults to ``rvt-{t,s,b}-yolox.yaml`` by the checkpoint's embed dim, ``nc`` to its head's class
+    count, and names, downsampling and partition to ``preset`` (eTraM: 3 classes, 1280x720 downsampled to 640x360,
+    padded to 384x640, partition (6, 10)). The model carries ``yaml["event"]``, so it predicts on raw recordings.
+    The saved dict has the layout of Ultralytics' trainer checkpoints (``model``, ``train_args``, ``date``,
+    ``version``, ...), weights in float32. Returns the output path and the import report.
+
+    Usage:
+        >>> path, report = import_rvt("rvt-b.ckpt", "rvt-b-etram.pt")
+        >>> EventYOLO(path).predict("recording_td.h5", save=True)
+    """
+    from datetime import datetime
+
+    from recurrent import infer_rvt_backbone_cfg
+    from yolo_etram.model import RecurrentDetectionModel, load_model_yaml  # first: offline defaults for Ultralytics
+    from ultralytics import __version__
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    from yolo_etram.data.data_yaml import event_settings
+
+    if preset not in PRESETS:
+        raise RVTImportError(f"unknown preset '{preset}': use one of {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    sd = read_rvt_state_dict(checkpoint, allow_unsafe_pickle) if isinstance(checkpoint, (str, Path)) else checkpoint
+    stripped = _strip(dict(sd))
+    try:
+        backbone = infer_rvt_backbone_cfg(sd)
+    except (KeyError, ValueError) as e:
+        raise RVTImportError(f"{checkpoint}: not an RVT checkpoint with a recognisable backbone ({e})") from e
+    if model is None:
+        if backbone.embed_dim not in SIZES:
+            raise RVTImportError(f"embed dim {backbone.embed_dim} is no RVT size (32, 48, 64): pass --model")
+        model = f"rvt-{SIZES[backbone.embed_dim]}-yolox.yaml"
+    head_cls = stripped.get("yolox_head.cls_preds.0.weight")
+    names = list(names) if names else None
+    nc = nc or (len(names) if names else None) or (head_cls.shape[0] if head_cls is not None else len(p["names"]))
+    if names is None:
+        names = list(p["names"]) if len(p["names"]) == nc else [str(i) for i in range(nc)]
+    if len(names) != nc:
+        raise RVTImportError(f"{len(names)} names given for {nc} classes")
+    channels = backbone.in_channels
+    nbins = nbins or channels // 2
+    partition = tuple(partition or p["partition"])
+    event = event_settings({"downsample": downsample if downsample is not None else p["downsample"],
+                            "representation": f"stacked_histogram_dt={window_ms}_nbins={nbins}",
+                            "channels": channels, "partition": list(partition)})
+    cfg = {**load_model_yaml(model), "event": event}
+    net = RecurrentDetectionModel(cfg, ch=channels, nc=nc, verbose=False)
+    net.model[0].set_partition_size(partition)
+    try:
+        report = load_rvt_checkpoint(net, sd)
+    except RuntimeError as e:
+        raise RVTImportError(f"{checkpoint} does not fit {model}: {e}") from e
+    if score is not None:
+        net.model[-1].score = score
+    imgsz = list(p["imgsz"]) if partition == tuple(p["partition"]) else [32 * partition[0], 32 * partition[1]]
+    train_args = {**DEFAULT_CFG_DICT, "task": "detect", "mode": "train", "model": str(model), "imgsz": imgsz}
+    net.names, net.nc, net.args = dict(enumerate(names)), nc, train_args
+    net.reset_states()
+    if out is None and not isinstance(checkpoint, (str, Path)):
+        raise RVTImportError("give an output path when importing from a state dict")
+    out = Path(out) if out else Path(checkpoint).with_suffix(".pt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({
+        "epoch": -1, "best_fitness": None, "model": net.float().eval(), "ema": None, "updates": None,
+        "optimizer": None, "scaler": None, "train_args": train_args, "train_metrics": {}, "train_results": {},
+        "date": datetime.now().astimezone().isoformat(), "version": __version__,
+        "license": "AGPL-3.0 (https://ultralytics.com/license)", "docs": "https://docs.ultralytics.com",
+        "rvt_import": {"checkpoint": str(checkpoint), "report": str(report)},
+    }, out)
+    return out, report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``etram-yolo import-rvt CKPT``: an RVT/eTraM checkpoint as a checkpoint that ``yolo val/predict/export`` use."""
+    import argparse
+
+    from yolo_etram.errors import EventDataError
+
+    ap = argparse.ArgumentParser(
+        prog="etram-yolo import-rvt",
+        description="Import a whole RVT or eTraM Lightning checkpoint (backbone, PAFPN, YOLOX head) into "
+                    "rvt-{t,s,b}-yolox.yaml and save it as an ordinary checkpoint (yolo val/predict/export model=OUT).")
+    ap.add_argument("checkpoint", help="RVT .ckpt (Lightning; state_dict keys mdl.*)")
+    ap.add_argument("--model", help="model YAML (default: rvt-{t,s,b}-yolox.yaml by the checkpoint's size)")
+    ap.add_argument("--out", help="output .pt (default: the checkpoint's name with .pt)")
+    ap.add_argument("--preset", choices=tuple(PRESETS), default="etram",
+                    help="class names, downsampling and partition of the data the checkpoint was trained on "
+                         "(default etram: 3 classes, 1280x720 -> 640x360 padded to 384x640)")
+    ap.add_argument("--nc", type=int, help="number of classes (default: the checkpoint's head)")
+    ap.add_argument("--names", nargs="+", help="class names (default: the preset's when the count fits)")
+    ap.add_argument("--downsample", type=int, help="sensor-to-input downsampling (default: the preset's)")
+    ap.add_argument("--nbins", type=int, help="histogram bins per polarity (default: input channels / 2)")
+    ap.add_argument("--window-ms", type=int, default=50, help="window length in ms (default 50)")
+    ap.add_argument("--partition", type=int, nargs=2, metavar=("H", "W"),
+                    help="attention partition (default: the preset's)")
+    ap.add_argument("--score", choices=("obj_cls", "cls"),
+                    help="eval score: obj_cls (default) or cls (RVT's COCO score, to reproduce RVT's AP)")
+    ap.add_argument("--allow-unsafe-pickle", action="store_true",
+                    help="fully unpickle checkpoints that weights_only loading refuses (trusted files only)")
+    args = ap.parse_args(argv)
+    if not Path(args.checkpoint).is_file():
+        raise EventDataError(f"{args.checkpoint}: no such checkpoint file")
+    try:
+        out, report = import_rvt(args.checkpoint, args.out, args.model, args.nc, args.names, args.preset,
+                                 args.downsample, args.nbins, args.window_ms, args.partition, args.score,
+                                 args.allow_unsafe_pickle)
+    except (RuntimeError, FileNotFoundError) as e:  # RVTImportError, unreadable files
+        raise EventDataError(str(e)) from e
+    print(f"{report}\nimport-rvt: saved {out}")
+    return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from copy import copy
 
 import yolo_etram._env  # noqa: F401
@@ -32,7 +33,8 @@ from yolo_etram.errors import NonFiniteLossError, UnsupportedOptionError
 from yolo_etram.data.render import plot_event_batch
 from yolo_etram.data.augment import AugConfig
 from yolo_etram.data.sampler import MixedSampler, RandomClipSampler, StreamSampler
-from yolo_etram.model import RecurrentDetectionModel
+from yolo_etram.model import RecurrentDetectionModel, load_model_yaml
+from yolo_etram.nn import stateful_layers
 
 # Event-appropriate defaults; any of them given by the user wins.
 EVENT_TRAIN_DEFAULTS = dict(
@@ -124,6 +126,7 @@ class EventTrainer(DetectionTrainer):
     """
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks=None):
+        self.created_at = time.time()  # the experiment record's wall time counts set-up too
         super().__init__(cfg, event_overrides(overrides), _callbacks)
         check_event_args(self.args)
         use_all_cpu_threads(self.device)
@@ -134,14 +137,28 @@ class EventTrainer(DetectionTrainer):
             self.args.data = data["yaml_file"]
         return data
 
+    @property
+    def stateless(self) -> bool:
+        """A model without stateful layers (a stock YAML): it trains on single windows drawn at random."""
+        return self.model is not None and not isinstance(self.model, str) and not stateful_layers(self.model)
+
     def build_dataset(self, img_path: str, mode: str = "train", batch: int | None = None) -> EventClipDataset:
-        sampling = "random" if mode == "train" and self.data["sampling"] == "random" else "stream"
-        return EventClipDataset(img_path, seq_len=self.data["seq_len"], sampling=sampling, names=self.data["names"],
-                                representation=self.data.get("representation"))
+        data = self._train_data(mode)
+        sampling = "random" if mode == "train" and data["sampling"] == "random" else "stream"
+        return EventClipDataset(img_path, seq_len=data["seq_len"], sampling=sampling, names=data["names"],
+                                representation=data.get("representation"))
+
+    def _train_data(self, mode: str) -> dict:
+        """The data settings a split is loaded with: stateless models train on random single windows."""
+        if mode == "train" and self.stateless:
+            return {**self.data, "seq_len": 1, "sampling": "random"}
+        return self.data
 
     def get_dataloader(self, dataset_path: str, batch_size: int = 16, rank: int = 0, mode: str = "train"):
         dataset = self.build_dataset(dataset_path, mode, batch_size)
-        sampler = build_sampler(dataset, self.data, batch_size, mode, seed=self.args.seed, rank=rank,
+        if mode != "train":  # Ultralytics doubles the batch for validation; slots beyond the sequences only pad
+            batch_size = max(1, min(batch_size, len(dataset.sequences)))
+        sampler = build_sampler(dataset, self._train_data(mode), batch_size, mode, seed=self.args.seed, rank=rank,
                                 hflip=self.args.fliplr)
         return InfiniteDataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
                                   num_workers=min(self.args.workers, os.cpu_count() or 1) if mode == "train" else 0,
@@ -159,9 +176,15 @@ class EventTrainer(DetectionTrainer):
         model = unwrap_model(self.model)
         if self.data.get("partition"):
             set_partition(model, self.data["partition"])
+        if self.stateless:
+            LOGGER.info(f"{model.yaml.get('yaml_file', 'model')}: no recurrent state; training on single windows "
+                        "drawn at random (a memoryless frame baseline)")
         model.yaml["event"] = event_settings(self.data)  # saved with the model: predict rebuilds the same windows
 
     def get_model(self, cfg=None, weights=None, verbose: bool = True) -> RecurrentDetectionModel:
+        cfg = {**load_model_yaml(cfg), "event": event_settings(self.data)}  # input and memory settings shape the model
+        if self.data.get("size_aware") is not None:  # the data YAML's loss option wins over the model YAML's
+            cfg["size_aware"] = self.data["size_aware"]
         model = RecurrentDetectionModel(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose and RANK == -1)
         if weights:
             model.load(weights)
@@ -170,7 +193,8 @@ class EventTrainer(DetectionTrainer):
     def get_validator(self):
         from yolo_etram.val import EventValidator
 
-        self.loss_names = ("box_loss", "cls_loss", "dfl_loss")
+        head = unwrap_model(self.model).model[-1]  # YOLOX heads: iou/obj/cls losses
+        self.loss_names = tuple(getattr(head, "loss_names", ("box_loss", "cls_loss", "dfl_loss")))
         return EventValidator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
 
     def optimizer_step(self):
@@ -181,6 +205,14 @@ class EventTrainer(DetectionTrainer):
                 f"non-finite loss at epoch {self.epoch + 1}, batch {self.batches_seen} of this run ({items}); the "
                 f"weights were not updated. Lower lr0 (now {self.args.lr0:g}), check the data, or resume from {self.last}")
         super().optimizer_step()
+
+    def final_eval(self):
+        """Validate ``best.pt`` (stock), then write the run's ``experiment_results.json``."""
+        super().final_eval()
+        if RANK in {-1, 0}:
+            from yolo_etram.experiment import write_record
+
+            LOGGER.info(f"Experiment record: {write_record(self)}")
 
     def auto_batch(self):
         raise UnsupportedOptionError("AutoBatch is not supported for event streams: give batch >= 1 (stream slots)")

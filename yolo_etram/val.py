@@ -26,6 +26,7 @@ from ultralytics.utils.torch_utils import unwrap_model
 from yolo_etram.data.data_yaml import load_event_data
 from yolo_etram.data.dataset import EventClipDataset, collate_clips
 from yolo_etram.data.io import EVAL_BBOX_DTYPE
+from yolo_etram.data.motion import UNKNOWN, motion_subsets
 from yolo_etram.metrics.prophesee import PropheseeEvaluator, plot_pr_curves, save_sequence_npy, to_eval_boxes
 from yolo_etram.model import RecurrentDetectionModel, fit_to_multiple
 from yolo_etram.train import build_sampler, plot_frames, preprocess_event_batch, use_all_cpu_threads
@@ -125,7 +126,7 @@ class EventValidator(DetectionValidator):
             set_partition(self.native, self.data["partition"])
         use_all_cpu_threads(self.device)
         self.native.reset_states()  # the warmup (and earlier validations of this EMA copy) leave state behind
-        self.seq_gt, self.seq_pred = defaultdict(list), defaultdict(list)
+        self.seq_gt, self.seq_pred, self.seq_motion = defaultdict(list), defaultdict(list), defaultdict(list)
         self.seq_names = [s.name for s in self.dataloader.dataset.sequences]
 
     def preprocess(self, batch: dict) -> dict:
@@ -169,6 +170,8 @@ class EventValidator(DetectionValidator):
             xywh = batch["bboxes"][sel].cpu().numpy() * np.array([wp, hp, wp, hp], np.float32)
             xyxy = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
             self.seq_gt[seq].append(to_eval_boxes(xyxy, np.ones(len(xyxy)), batch["cls"][sel].cpu().numpy().ravel(), t))
+            if "motion" in batch:
+                self.seq_motion[seq].append(batch["motion"][sel].cpu().numpy())
             p = preds[f]
             self.seq_pred[seq].append(to_eval_boxes(p["bboxes"].cpu().numpy(), p["conf"].cpu().numpy(),
                                                     p["cls"].cpu().numpy(), t))
@@ -182,9 +185,12 @@ class EventValidator(DetectionValidator):
         for seq in self.seq_names:
             gt = np.concatenate(self.seq_gt[seq]) if self.seq_gt.get(seq) else empty
             pred = np.concatenate(self.seq_pred[seq]) if self.seq_pred.get(seq) else empty
-            evaluator.add_sequence(seq, gt, pred)
+            subsets = self._motion_subsets(seq, len(gt))
+            evaluator.add_sequence(seq, gt, pred, subsets)
             if self.args.save_json:
                 save_sequence_npy(self.save_dir, seq, gt, pred)
+                if subsets:  # the motion code and seconds stopped of every ground-truth box, row-aligned
+                    np.save(self.save_dir / f"{seq}_gt_motion.npy", np.concatenate(self.seq_motion[seq]))
         self.prophesee = evaluator.evaluate(per_class=True, groups=self.data.get("groups") or None,
                                             curves=bool(self.args.plots))
         self.metrics.prophesee = self.prophesee
@@ -195,6 +201,14 @@ class EventValidator(DetectionValidator):
             plot_pr_curves(self.prophesee, self.save_dir / "prophesee_PR_curve.png")
         return super().get_stats()  # Ultralytics' metrics + Prophesee's (EventDetMetrics.results_dict)
 
+    def _motion_subsets(self, seq: str, n_gt: int) -> dict | None:
+        """Moving / stationary ground-truth subsets of a sequence with motion ground truth (synthetic data)."""
+        rows = self.seq_motion.get(seq)
+        motion = np.concatenate(rows) if rows else np.zeros((0, 2), np.float32)
+        if len(motion) != n_gt or not n_gt or (motion[:, 0] == UNKNOWN).any():
+            return None
+        return motion_subsets(motion[:, 0].astype(np.int8), motion[:, 1])
+
     def print_results(self) -> None:
         super().print_results()
         r = self.prophesee
@@ -204,6 +218,9 @@ class EventValidator(DetectionValidator):
             LOGGER.info("  per class AP: " + ", ".join(f"{n} {v:.4f}" for n, v in r["per_class"].items()))
         if r.get("groups"):
             LOGGER.info("  per group AP: " + ", ".join(f"{n} {v:.4f}" for n, v in r["groups"].items()))
+        if r.get("subsets"):
+            LOGGER.info("  by motion AP: " + ", ".join(f"{n} {v['AP']:.4f} ({v['n_gt']} boxes)"
+                                                       for n, v in r["subsets"].items()))
 
     def plot_val_samples(self, batch: dict, ni: int) -> None:
         plot_frames(batch, self.names, self.save_dir / f"val_batch{ni}_labels.jpg")

@@ -3,8 +3,10 @@
 Event keys (all optional): ``representation`` (folder under ``event_representations_v2``), ``downsample``,
 ``seq_len`` (windows per clip, the truncated-BPTT length), ``sampling`` (``stream``, ``random`` or ``mixed``),
 ``mixed_random_fraction``, ``partition`` (attention partition for this input size), ``eval`` (Prophesee filter:
-``skip_ts_us``, ``min_box_diag``, ``min_box_side``), ``groups`` (name -> class ids, for grouped AP) and ``synth``
-(how to build the data with our generator when ``path`` does not exist).
+``skip_ts_us``, ``min_box_diag``, ``min_box_side``), ``groups`` (name -> class ids, for grouped AP), ``input``
+(``histogram``, the stacked histogram as stored, or ``event_frame``: its time bins summed per polarity, 2 channels, the
+eTraM paper's frame baseline input), ``memory`` (false: reset a recurrent model's state at every window, the
+memoryless ablation), ``size_aware`` (``{a, tau}``: the size-aware loss, see :mod:`yolo_etram.size_aware`) and ``synth`` (how to build the data with our generator when ``path`` does not exist).
 
 Usage:
     >>> from yolo_etram.data.data_yaml import load_event_data
@@ -29,8 +31,12 @@ EVENT_DEFAULTS = {
     "partition": None,
     "eval": {"skip_ts_us": 500_000, "min_box_diag": 30, "min_box_side": 10},
     "groups": {},
+    "input": "histogram",
+    "memory": True,
 }
 SAMPLING_MODES = ("stream", "random", "mixed")
+INPUTS = ("histogram", "event_frame")
+EVENT_KEYS = ("representation", "downsample", "seq_len", "sampling", "partition", "eval", "synth", "input", "memory")
 
 
 def read_data_yaml(data: str | Path | dict) -> tuple[dict, Path | None]:
@@ -43,9 +49,13 @@ def read_data_yaml(data: str | Path | dict) -> tuple[dict, Path | None]:
     if path is None:
         raise EventDataError(f"data YAML '{data}' not found (neither a path nor one of yolo_etram's cfg/datasets)")
     try:
-        return yaml.safe_load(Path(path).read_text()) or {}, Path(path)
-    except yaml.YAMLError as e:
-        raise EventDataError(f"{path}: not a valid YAML file ({e})") from e
+        d = yaml.safe_load(Path(path).read_text()) or {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:  # OSError: a folder or an unreadable file
+        raise EventDataError(f"{path}: not a readable YAML file ({' '.join(str(e).split())}); give a data YAML") from e
+    if not isinstance(d, dict):
+        raise EventDataError(f"{path}: a data YAML must be a mapping (path, train, val, names, ...), not a "
+                             f"{type(d).__name__}")
+    return d, Path(path)
 
 
 def resolve_root(path: str | Path, yaml_file: Path | None) -> Path:
@@ -84,6 +94,7 @@ def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
         names = dict(enumerate(names))
     d["names"] = {int(k): str(v) for k, v in names.items()}
     d["nc"] = len(d["names"])
+    channels_given = d.get("channels") is not None
     for key, value in EVENT_DEFAULTS.items():
         if isinstance(value, dict):
             d[key] = {**value, **(d.get(key) or {})}
@@ -91,6 +102,8 @@ def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
             d[key] = value
     if d["sampling"] not in SAMPLING_MODES:
         raise EventDataError(f"{src}: sampling '{d['sampling']}' is not one of {', '.join(SAMPLING_MODES)}")
+    if d["input"] not in INPUTS:
+        raise EventDataError(f"{src}: input '{d['input']}' is not one of {', '.join(INPUTS)}")
     root = resolve_root(d.get("path", "."), yaml_file)
     if not root.exists() and d.get("synth"):
         build_synthetic(root, d["synth"])
@@ -105,12 +118,46 @@ def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
             raise EventDataError(f"{src}: no '{s}' split")
         if not Path(d[s]).is_dir():
             raise EventDataError(f"{src}: {s} folder {d[s]} does not exist (prepare the data with `etram-yolo prepare`)")
+    check_channels(d, needed, src, channels_given)
     for g, ids in d["groups"].items():
         bad = [i for i in ids if int(i) not in d["names"]]
         if bad:
             raise EventDataError(f"{src}: group '{g}' names unknown class ids {bad}")
     d["yaml_file"] = str(yaml_file) if yaml_file else None
     return d
+
+
+def is_event_data(data) -> bool:
+    """Whether ``data`` names an event data YAML (one with any event key), as opposed to a stock image data YAML."""
+    if not isinstance(data, (str, Path, dict)):
+        return False
+    try:
+        d, _ = read_data_yaml(data)
+    except EventDataError:
+        return False
+    return isinstance(d, dict) and any(k in d for k in EVENT_KEYS)
+
+
+def check_channels(d: dict, splits: list[str], src, given: bool = True) -> None:
+    """``channels`` must be the prepared histograms' channel count (checked on each split's first sequence); when the
+    YAML does not set it, it is taken from the data."""
+    from .prepared import PreparedSequence, list_sequences
+
+    c = d.get("channels")
+    if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+        raise EventDataError(f"{src}: channels must be a positive integer (2 x time bins), not {c!r}")
+    for s in splits:
+        seqs = list_sequences(d[s])
+        if not seqs:
+            continue  # the dataset says so, naming the folder
+        seq = PreparedSequence(seqs[0], d.get("representation"))
+        if not given:
+            d["channels"] = c = seq.channels
+            given = True
+        elif seq.channels != c:
+            raise EventDataError(f"{src}: channels is {c} but the prepared histograms of {s} ({seq.h5_path}) have "
+                                 f"{seq.channels} channels; set channels: {seq.channels} or re-run prepare with "
+                                 f"--nbins {c // 2}")
 
 
 def event_settings(data: dict) -> dict:
@@ -122,4 +169,5 @@ def event_settings(data: dict) -> dict:
     m = re.search(r"dt=(\d+)_nbins=(\d+)", data.get("representation") or "")
     window_ms, nbins = (int(m[1]), int(m[2])) if m else (50, data.get("channels", 20) // 2)
     return {"downsample": int(data.get("downsample") or 1), "nbins": nbins, "window_ms": window_ms,
-            "channels": int(data.get("channels", 20)), "partition": list(data.get("partition") or [])}
+            "channels": int(data.get("channels", 20)), "partition": list(data.get("partition") or []),
+            "input": data.get("input") or "histogram", "memory": bool(data.get("memory", True))}

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 
 from .augment import augment_clip
 from .io import EventDataError
+from .motion import UNKNOWN, motion_columns
 from .prepared import PreparedSequence, list_sequences, scale_boxes
 from .sampler import PAD_CLIP, ClipKey
 
@@ -43,21 +44,29 @@ RANDOM_CLIP = np.dtype([("seq", "<i4"), ("start", "<i8"), ("stop", "<i8")])
 
 
 class _SequenceBoxes:
-    """All boxes of one sequence as ``[cls, x1, y1, x2, y2]`` float32 rows, looked up by window."""
+    """All boxes of one sequence as ``[cls, x1, y1, x2, y2, motion, still_s]`` float32 rows, looked up by window.
+
+    ``motion`` is a :mod:`.motion` code (``UNKNOWN`` without motion ground truth) and ``still_s`` the seconds since a
+    stopped object last moved; both ride along through augmentation and reach the batch as ``motion``."""
 
     def __init__(self, seq: PreparedSequence, class_lut: np.ndarray | None):
         labels = seq.labels.copy()
         bounds = np.append(seq.frame_label_idx, len(labels)).astype(np.int64)
         labels["t"] = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))  # carry the frame through the filter
-        b = scale_boxes(labels, seq.hw, seq.downsample)  # RVT's clamp, scale and flat-box removal
+        row = _with_row_index(labels)  # and the row, for the motion ground truth
+        b = scale_boxes(row, seq.hw, seq.downsample)  # RVT's clamp, scale and flat-box removal
         frame, cls = b["t"].astype(np.int64), b["class_id"].astype(np.int64)
         if class_lut is not None:
             lut = np.append(class_lut, -1)  # ids beyond the map land on the trailing -1: dropped
             cls = lut[np.minimum(cls, len(lut) - 1)]
             keep = cls >= 0
             b, frame, cls = b[keep], frame[keep], cls[keep]
+        codes, still = np.full(len(b), UNKNOWN, np.float32), np.zeros(len(b), np.float32)
+        if seq.motion is not None:
+            all_codes, all_still = motion_columns(seq.motion)
+            codes, still = all_codes[b["row"]].astype(np.float32), all_still[b["row"]]
         x, y = b["x"].astype(np.float32), b["y"].astype(np.float32)
-        self.boxes = np.stack([cls.astype(np.float32), x, y, x + b["w"], y + b["h"]], 1).astype(np.float32)
+        self.boxes = np.stack([cls.astype(np.float32), x, y, x + b["w"], y + b["h"], codes, still], 1).astype(np.float32)
         self.bounds = np.searchsorted(frame, np.arange(len(bounds)))  # rows of frame f: bounds[f]:bounds[f+1]
         self.window_frame = np.full(len(seq), -1, np.int64)
         self.window_frame[seq.frame_repr_idx] = np.arange(len(seq.frame_repr_idx))
@@ -65,6 +74,15 @@ class _SequenceBoxes:
     def __call__(self, window: int) -> np.ndarray | None:
         f = self.window_frame[window]
         return None if f < 0 else self.boxes[self.bounds[f]:self.bounds[f + 1]].copy()
+
+
+def _with_row_index(labels: np.ndarray) -> np.ndarray:
+    """``labels`` plus a ``row`` field holding each box's row number."""
+    out = np.zeros(len(labels), np.dtype(labels.dtype.descr + [("row", "<i8")]))
+    for name in labels.dtype.names:
+        out[name] = labels[name]
+    out["row"] = np.arange(len(labels))
+    return out
 
 
 class EventClipDataset(Dataset):
@@ -238,20 +256,22 @@ def xyxy_to_xywhn(xyxy: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 def collate_clips(items: list[dict]) -> dict:
     """Stack B clip items into an Ultralytics-style batch of B*T frames (frame ``b * T + t``).
 
-    Returns ``img`` uint8 (B, T, C, H, W); ``cls`` (N, 1), ``bboxes`` (N, 4) normalised xywh (stored H, W) and
-    ``batch_idx`` (N,) float32 over all labeled frames; ``labeled``, ``padded``, ``window_idx``, ``window_t`` (B*T,);
+    Returns ``img`` uint8 (B, T, C, H, W); ``cls`` (N, 1), ``bboxes`` (N, 4) normalised xywh (stored H, W),
+    ``motion`` (N, 2) (motion code, seconds stopped; see :mod:`.motion`) and ``batch_idx`` (N,) float32 over all labeled
+    frames; ``labeled``, ``padded``, ``window_idx``, ``window_t`` (B*T,);
     ``is_first``, ``seq_id`` (B,); per-frame lists ``im_file`` (``"<sequence>:<window>"``, ``"<pad>"`` for padded
     frames), ``ori_shape``, ``resized_shape`` and ``ratio_pad`` (pad-only: ``((1.0, 1.0), (0.0, 0.0))``).
     """
     T = len(items[0]["labels"])
     hw = tuple(items[0]["hw"])
-    cls, boxes, idx = [], [], []
+    cls, boxes, idx, motion = [], [], [], []
     for b, item in enumerate(items):
         for t, lab in enumerate(item["labels"]):
             if lab is not None and len(lab):
                 cls.append(lab[:, :1])
                 boxes.append(xyxy_to_xywhn(lab[:, 1:5], hw))
                 idx.append(np.full(len(lab), b * T + t, np.float32))
+                motion.append(lab[:, 5:7] if lab.shape[1] >= 7 else np.tile([[UNKNOWN, 0.0]], (len(lab), 1)))
     im_file = [f"{item['seq_name']}:{int(w)}" if not p else "<pad>"
                for item in items for w, p in zip(item["window_idx"], item["padded"])]
     n_frames = len(items) * T
@@ -260,6 +280,7 @@ def collate_clips(items: list[dict]) -> dict:
         "cls": torch.from_numpy(np.concatenate(cls).astype(np.float32)) if cls else torch.zeros((0, 1)),
         "bboxes": torch.from_numpy(np.concatenate(boxes)) if boxes else torch.zeros((0, 4)),
         "batch_idx": torch.from_numpy(np.concatenate(idx)) if idx else torch.zeros(0),
+        "motion": torch.from_numpy(np.concatenate(motion).astype(np.float32)) if motion else torch.zeros((0, 2)),
         "labeled": torch.cat([item["labeled"] for item in items]),
         "padded": torch.cat([item["padded"] for item in items]),
         "is_first": torch.tensor([item["is_first"] for item in items], dtype=torch.bool),

@@ -7,6 +7,11 @@ window, whatever the file size. Repairs that RVT makes silently are made here to
 - decreasing timestamps are replaced by the running maximum (RVT's ``_correct_time``),
 - polarity -1/1 becomes 0/1 (RVT's ``clip(p, 0)``).
 
+What cannot be repaired raises :class:`EventDataError` naming the file, the problem and the fix: missing, empty,
+truncated or corrupt files (every low-level h5py/numpy error is wrapped), unknown extensions, HDF5 files without
+``events/{x,y,p,t}`` or with chunks missing, non-integer columns, a negative first timestamp, an unavailable
+compression filter (hdf5plugin), box files without the Prophesee fields or with NaN, negative times or bad class ids.
+
 Usage:
     >>> from yolo_etram.data.io import EventReader, load_boxes
     >>> with EventReader("train/rec_td.h5") as reader:
@@ -71,11 +76,49 @@ def open_h5(path: str | Path, mode: str = "r"):
     _ensure_hdf5plugin()
     path = Path(path)
     if mode == "r" and not path.is_file():
-        raise EventDataError(f"{path}: file not found")
+        raise EventDataError(f"{path}: file not found; check the path")
+    if mode == "r" and path.stat().st_size == 0:
+        raise EventDataError(f"{path}: file is empty; re-copy or re-create it")
     try:
         return h5py.File(path, mode)
-    except OSError as e:
-        raise EventDataError(f"{path}: not a readable HDF5 file ({e})") from e
+    except (OSError, ValueError, RuntimeError, KeyError) as e:  # h5py raises these for truncated or corrupt files
+        raise EventDataError(f"{path}: not a readable HDF5 file, truncated or corrupt ({_first_line(e)}); "
+                             "re-copy or re-create it") from e
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception's message on one line (HDF5 error stacks span several)."""
+    text = " ".join(str(e).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+FILTER_MISSING_HINT = "pip install hdf5plugin (blosc and the other compression filters) and import it before h5py reads"
+
+
+def h5_read_error(path: Path, what: str, e: BaseException) -> EventDataError:
+    """A failed HDF5 read as an :class:`EventDataError`: a missing compression filter gets its fix, the rest is corrupt."""
+    msg = _first_line(e)
+    low = msg.lower()
+    # a filter that is not registered: "can't open directory (.../plugin)" (HDF5 1.10+) or "required filter ... is not
+    # registered" (older); "filter returned failure during read" is corrupt compressed data
+    if any(s in low for s in ("can't open directory", "plugin", "not registered")):
+        return EventDataError(f"{path}: cannot decompress {what}: an HDF5 compression filter is not available ({msg}); "
+                              f"{FILTER_MISSING_HINT}")
+    return EventDataError(f"{path}: cannot read {what}, the file is truncated or corrupt ({msg}); re-copy or re-create it")
+
+
+def check_h5_filters(path: Path, name: str, dataset) -> None:
+    """Raise a one-line :class:`EventDataError` if ``dataset`` needs an HDF5 filter (e.g. blosc, 32001) that is not
+    registered, instead of h5py's 'can't open directory /usr/local/hdf5/lib/plugin' on the first read."""
+    import h5py
+
+    plist = dataset.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code, _, _, fname = plist.get_filter(i)
+        if not h5py.h5z.filter_avail(code):
+            fname = fname.decode("latin-1", "replace") if isinstance(fname, bytes) else str(fname)
+            raise EventDataError(f"{path}: {name} is compressed with HDF5 filter {code} ({fname}), which is not "
+                                 f"available; {FILTER_MISSING_HINT}")
 
 
 def blosc(codec: str = "zstd"):
@@ -130,6 +173,17 @@ def save_npz_atomic(path: str | Path, **arrays: np.ndarray) -> None:
     try:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half of it."""
+    path = Path(path)
+    tmp = atomic_path(path)
+    try:
+        tmp.write_text(text)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -204,34 +258,69 @@ def write_boxes(path: str | Path, boxes: np.ndarray) -> None:
 
 
 def _as_bbox_dtype(boxes: np.ndarray, path) -> np.ndarray:
-    if boxes.dtype == BBOX_DTYPE:
-        return boxes
+    """``boxes`` as :data:`BBOX_DTYPE`, checked: a structured 1-D array with t, x, y, w, h and class_id (legacy ``ts`` and
+    ``confidence`` accepted), finite coordinates, integer timestamps >= 0 and class ids in 0..255."""
     names = boxes.dtype.names
     if names is None:
-        raise EventDataError(f"{path}: box array is not a structured array (dtype {boxes.dtype})")
-    rename = {"ts": "t", "confidence": "class_confidence"}  # legacy Prophesee/gen1 field names
-    names_new = [rename.get(n, n) if rename.get(n, n) not in names else n for n in names]
-    out = np.zeros(len(boxes), BBOX_DTYPE)
-    missing = [n for n in ("t", "x", "y", "w", "h", "class_id") if n not in names_new]
-    if missing:
-        raise EventDataError(f"{path}: box array lacks field(s) {', '.join(missing)} (has {', '.join(names)})")
-    for src, dst in zip(names, names_new):
-        if dst in BBOX_DTYPE.names:
-            out[dst] = boxes[src]
-    if "class_confidence" not in names_new:
-        out["class_confidence"] = 1
-    return out
+        raise EventDataError(f"{path}: box array is not a structured array (dtype {boxes.dtype}); save Prophesee boxes "
+                             "with fields t, x, y, w, h, class_id")
+    if boxes.ndim != 1:
+        raise EventDataError(f"{path}: box array has shape {boxes.shape}, expected one row per box")
+    if boxes.dtype != BBOX_DTYPE:
+        rename = {"ts": "t", "confidence": "class_confidence"}  # legacy Prophesee/gen1 field names
+        names_new = [rename.get(n, n) if rename.get(n, n) not in names else n for n in names]
+        missing = [n for n in ("t", "x", "y", "w", "h", "class_id") if n not in names_new]
+        if missing:
+            raise EventDataError(f"{path}: box array lacks field(s) {', '.join(missing)} (has {', '.join(names)}); "
+                                 "save Prophesee boxes with fields t, x, y, w, h, class_id")
+        fields = dict(zip(names_new, names))
+        bad = [k for k in ("t", "x", "y", "w", "h", "class_id", "class_confidence", "track_id")
+               if k in fields and boxes.dtype[fields[k]].kind not in "iufb"]
+        if bad:
+            raise EventDataError(f"{path}: box field(s) {', '.join(bad)} are not numbers (dtype {boxes.dtype}); "
+                                 "save Prophesee boxes with numeric fields")
+        t = boxes[fields["t"]]
+        if t.dtype.kind == "f" and not (np.isfinite(t).all() and np.array_equal(t, np.floor(t))):
+            raise EventDataError(f"{path}: box timestamps are fractional or not finite ({t.dtype}); store integer "
+                                 "microseconds")
+        if t.dtype.kind in "if" and len(t) and t.min() < 0:
+            raise EventDataError(f"{path}: negative box timestamp {t.min()}; timestamps must count microseconds from "
+                                 "the recording start (>= 0): shift them")
+        c = boxes[fields["class_id"]]
+        if len(c) and (c.dtype.kind == "f" and not np.array_equal(c, np.floor(c)) or c.min() < 0 or c.max() > 255):
+            raise EventDataError(f"{path}: class ids must be integers in 0..255 (found {c.min()}..{c.max()}, dtype "
+                                 f"{c.dtype}); fix the box file")
+        out = np.zeros(len(boxes), BBOX_DTYPE)
+        for dst, src in fields.items():
+            if dst in BBOX_DTYPE.names:
+                out[dst] = boxes[src]
+        if "class_confidence" not in names_new:
+            out["class_confidence"] = 1
+        boxes = out
+    if len(boxes) and boxes["t"].max() >= 1 << 62:
+        raise EventDataError(f"{path}: box timestamp {boxes['t'].max()} is out of range (negative in the source?); "
+                             "store microseconds from the recording start")
+    coords = np.stack([boxes[k] for k in ("x", "y", "w", "h")]) if len(boxes) else np.zeros(0)
+    if not np.isfinite(coords).all():
+        raise EventDataError(f"{path}: box coordinates hold NaN or infinite values; fix the box file")
+    return boxes
 
 
 def load_boxes(path: str | Path) -> np.ndarray:
-    """Read a Prophesee box file (``*_bbox.npy``) as :data:`BBOX_DTYPE`, accepting the legacy ``ts``/``confidence`` names."""
+    """Read a Prophesee box file (``*_bbox.npy``) as :data:`BBOX_DTYPE`, accepting the legacy ``ts``/``confidence`` names.
+
+    Raises :class:`EventDataError` naming the file for a missing, empty, truncated or corrupt file, a wrong extension,
+    missing fields, non-numeric or non-finite values, negative timestamps and class ids outside 0..255. Geometric
+    problems (zero or negative sizes, boxes outside the frame) are RVT's filters' business (:mod:`.labels`)."""
     path = Path(path)
-    if not path.is_file():
-        raise EventDataError(f"{path}: box file not found")
+    if path.suffix != ".npy":
+        raise EventDataError(f"{path}: a box file must be a Prophesee .npy array (<name>_bbox.npy), not "
+                             f"'{path.suffix or path.name}'; convert it")
+    arr = _load_npy(path, "box")
     try:
-        boxes = np.load(path)
-    except (ValueError, OSError, EOFError) as e:
-        raise EventDataError(f"{path}: not a readable .npy box file ({e})") from e
+        boxes = np.array(arr)  # box files are small: load them (this also reads every byte the header promises)
+    except _NPY_ERRORS as e:
+        raise EventDataError(f"{path}: cannot read the box file ({_first_line(e)}); re-copy or re-create it") from e
     return _as_bbox_dtype(boxes, path)
 
 
@@ -267,54 +356,127 @@ class _Source:
         pass
 
 
+def _check_event_dtypes(path: Path, dtypes: dict) -> None:
+    """Event columns must be integers (``p`` may be boolean): a float ``x`` or ``t`` would be silently truncated."""
+    for k in EVENT_FIELDS:
+        dt = np.dtype(dtypes[k])
+        if dt.kind not in "iu" and not (k == "p" and dt.kind == "b"):
+            raise EventDataError(f"{path}: events '{k}' have dtype {dt}, expected integers (x, y in pixels, p 0/1 or "
+                                 "-1/1, t in microseconds); convert the file")
+
+
+def _sensor_dim(path: Path, key: str, value) -> int | None:
+    """A stored sensor width or height as a positive int (``None``: not stored, 0 included, as some tools write)."""
+    v = np.asarray(value).reshape(-1)
+    if v.size != 1 or v.dtype.kind not in "iuf" or not np.isfinite(v).all() or float(v[0]) != int(v[0]):
+        raise EventDataError(f"{path}: stored sensor {key} {value!r} is not an integer; fix or remove it and pass the size")
+    v = int(v[0])
+    if v < 0 or v > 1 << 16:
+        raise EventDataError(f"{path}: stored sensor {key} {v} is out of range (1..65536); fix it or pass the size")
+    return v or None
+
+
+def _check_h5_chunks(path: Path, name: str, d) -> None:
+    """A chunked 1-D column must store every chunk its length needs: HDF5 reads missing chunks as zeros, silently (a
+    writer killed mid-way, or a corrupt length)."""
+    if d.chunks is None or not hasattr(d.id, "get_num_chunks"):
+        return
+    need = -(-d.shape[0] // d.chunks[0])
+    have = d.id.get_num_chunks()
+    if have < need:
+        raise EventDataError(f"{path}: {name} holds {d.shape[0]} events but only {have} of its {need} chunks are stored; "
+                             "the file is truncated or corrupt, re-copy or re-create it")
+
+
 class _H5Source(_Source):
     def __init__(self, path: Path):
+        import h5py
+
         self.path = path
         self.file = open_h5(path)
-        g = self.file.get("events")
-        if g is None:
-            g = self.file  # some tools write x, y, p, t at the root
-        missing = [k for k in EVENT_FIELDS if k not in g]
-        if missing:
+        try:
+            g = self.file.get("events")
+            if not isinstance(g, h5py.Group):
+                g = self.file  # some tools write x, y, p, t at the root
+            missing = [k for k in EVENT_FIELDS if not isinstance(g.get(k), h5py.Dataset)]
+            if missing:
+                raise EventDataError(f"{path}: HDF5 file has no 'events' group with x, y, p, t datasets (missing "
+                                     f"{', '.join(missing)}); write events/x, events/y, events/p, events/t")
+            self.ds = [g[k] for k in EVENT_FIELDS]
+            bad = [k for k, d in zip(EVENT_FIELDS, self.ds) if d.ndim != 1]
+            if bad:
+                raise EventDataError(f"{path}: events {', '.join(bad)} are not 1-D arrays (shapes "
+                                     f"{[d.shape for d in self.ds]}); write one value per event")
+            _check_event_dtypes(path, {k: d.dtype for k, d in zip(EVENT_FIELDS, self.ds)})
+            self.n = len(self.ds[3])
+            if any(len(d) != self.n for d in self.ds):
+                raise EventDataError(f"{path}: events x, y, p, t have different lengths {[len(d) for d in self.ds]}; "
+                                     "the file is truncated or corrupt, re-copy or re-create it")
+            for k, d in zip(EVENT_FIELDS, self.ds):
+                check_h5_filters(path, f"events/{k}", d)
+                _check_h5_chunks(path, f"events/{k}", d)
+            self.width, self.height = (_sensor_dim(path, k, g[k][()]) if isinstance(g.get(k), h5py.Dataset) else None
+                                       for k in ("width", "height"))
+        except EventDataError:
             self.file.close()
-            raise EventDataError(f"{path}: HDF5 file has no 'events' group with x, y, p, t (missing {', '.join(missing)})")
-        self.ds = [g[k] for k in EVENT_FIELDS]
-        self.n = len(self.ds[3])
-        if any(len(d) != self.n for d in self.ds):
+            raise
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:  # corrupt metadata
             self.file.close()
-            raise EventDataError(f"{path}: events x, y, p, t have different lengths {[len(d) for d in self.ds]}")
-        self.width = int(g["width"][()]) if "width" in g else None
-        self.height = int(g["height"][()]) if "height" in g else None
+            raise EventDataError(f"{path}: corrupt HDF5 event file ({_first_line(e)}); re-copy or re-create it") from e
+
+    def _read(self, cols, start, stop, what):
+        try:
+            return tuple(d[start:stop] for d in cols)
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise h5_read_error(self.path, f"{what} {start}:{stop}", e) from e
 
     def read(self, start, stop):
-        try:
-            return tuple(d[start:stop] for d in self.ds)
-        except OSError as e:
-            raise EventDataError(f"{self.path}: cannot read events {start}:{stop} ({e})") from e
+        return self._read(self.ds, start, stop, "events")
 
     def read_t(self, start, stop):
-        try:
-            return self.ds[3][start:stop]
-        except OSError as e:
-            raise EventDataError(f"{self.path}: cannot read timestamps {start}:{stop} ({e})") from e
+        return self._read(self.ds[3:], start, stop, "timestamps")[0]
 
     def close(self):
         self.file.close()
+
+
+# numpy raises nearly anything on a corrupt .npy header (ValueError, SyntaxError, tokenize.TokenError, TypeError,
+# OverflowError, ...): for the two calls that parse and map a file, any Exception means "not a readable .npy file"
+_NPY_ERRORS = (Exception,)
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    """Memory-map a ``.npy`` file (the header's shape is checked against the file size, so a corrupt header cannot make
+    numpy allocate terabytes), raising :class:`EventDataError` naming the file when it is not a readable array."""
+    if not path.is_file():
+        raise EventDataError(f"{path}: {what} file not found; check the path")
+    if path.stat().st_size == 0:
+        raise EventDataError(f"{path}: {what} file is empty; re-copy or re-create it")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except _NPY_ERRORS as e:
+        raise EventDataError(f"{path}: not a readable .npy {what} file, truncated or corrupt ({_first_line(e)}); "
+                             "re-copy or re-create it") from e
+    if not isinstance(arr, np.ndarray):  # np.load returns an NpzFile for .npz content
+        raise EventDataError(f"{path}: holds an .npz archive, not a .npy {what} array; save one array with np.save")
+    return arr
 
 
 class _NpySource(_Source):
     """A structured ``.npy`` array with fields x, y, p, t (memory-mapped)."""
 
     def __init__(self, path: Path):
-        try:
-            self.arr = np.load(path, mmap_mode="r")
-        except (ValueError, OSError) as e:
-            raise EventDataError(f"{path}: not a readable .npy event array ({e})") from e
+        self.path = path
+        self.arr = _load_npy(path, "event")
         names = self.arr.dtype.names or ()
         missing = [k for k in EVENT_FIELDS if k not in names and not (k == "t" and "ts" in names)]
         if missing:
-            raise EventDataError(f"{path}: event array lacks field(s) {', '.join(missing)}")
+            raise EventDataError(f"{path}: event array lacks field(s) {', '.join(missing)} (dtype {self.arr.dtype}); "
+                                 "save a structured array with fields x, y, p, t")
+        if self.arr.ndim != 1:
+            raise EventDataError(f"{path}: event array has shape {self.arr.shape}, expected one row per event")
         self.tname = "t" if "t" in names else "ts"
+        _check_event_dtypes(path, {k: self.arr.dtype[self.tname if k == "t" else k] for k in EVENT_FIELDS})
         self.n, self.width, self.height = len(self.arr), None, None
 
     def read(self, start, stop):
@@ -334,6 +496,22 @@ class _DatSource(_Source):
 
     def __init__(self, path: Path):
         self.width = self.height = None
+        try:
+            offset = self._parse_header(path)
+        except EventDataError:
+            raise
+        except (ValueError, OverflowError) as e:
+            raise EventDataError(f"{path}: corrupt .dat header ({_first_line(e)}); re-copy or re-export it") from e
+        size = path.stat().st_size - offset
+        self.n = size // 8
+        try:
+            self.raw = (np.memmap(path, dtype=EVT2_DAT_DTYPE, mode="r", offset=offset, shape=(self.n,)) if self.n
+                        else np.zeros(0, EVT2_DAT_DTYPE))
+        except (ValueError, OSError) as e:
+            raise EventDataError(f"{path}: cannot map the .dat events ({_first_line(e)}); re-copy or re-export it") from e
+
+    def _parse_header(self, path: Path) -> int:
+        """Read the ``%`` header lines (sensor size) and the event type/size bytes; returns the offset of the events."""
         with open(path, "rb") as f:
             while True:
                 pos = f.tell()
@@ -345,19 +523,17 @@ class _DatSource(_Source):
                     parts = text.split()
                     for key in ("Width", "Height"):
                         if key in parts and parts.index(key) + 1 < len(parts):
-                            val = int(parts[parts.index(key) + 1])
-                            setattr(self, key.lower(), val)
+                            setattr(self, key.lower(), _sensor_dim(path, key.lower(), int(parts[parts.index(key) + 1])))
             f.seek(pos)
             header = f.read(2)
             if len(header) < 2:
-                raise EventDataError(f"{path}: truncated .dat header")
+                raise EventDataError(f"{path}: truncated .dat file (no event type and size after the header); "
+                                     "re-copy or re-export it")
             ev_size = header[1]
             if ev_size != 8:
-                raise EventDataError(f"{path}: unsupported .dat event size {ev_size} (expected 8, EVT 2.0)")
-            offset = pos + 2
-        size = path.stat().st_size - offset
-        self.n = size // 8
-        self.raw = np.memmap(path, dtype=EVT2_DAT_DTYPE, mode="r", offset=offset, shape=(self.n,)) if self.n else np.zeros(0, EVT2_DAT_DTYPE)
+                raise EventDataError(f"{path}: unsupported .dat event size {ev_size} (expected 8, EVT 2.0) or a corrupt "
+                                     "header; convert the file to EVT 2.0 .dat or HDF5")
+            return pos + 2
 
     def read(self, start, stop):
         a = self.raw[start:stop]
@@ -371,16 +547,17 @@ class _DatSource(_Source):
 def _open_source(path: Path) -> _Source:
     name = path.name
     if not path.is_file():
-        raise EventDataError(f"{path}: event file not found")
+        raise EventDataError(f"{path}: event file not found; check the path")
     if path.stat().st_size == 0:
-        raise EventDataError(f"{path}: event file is empty")
+        raise EventDataError(f"{path}: event file is empty; re-copy or re-create it")
     if name.endswith(".h5") or name.endswith(".hdf5"):
         return _H5Source(path)
     if name.endswith(".dat"):
         return _DatSource(path)
     if name.endswith(".npy"):
         return _NpySource(path)
-    raise EventDataError(f"{path}: unknown event file type (expected .h5, .dat or .npy)")
+    raise EventDataError(f"{path}: unknown event file type '{path.suffix}' (expected .h5, .hdf5, .dat or .npy); "
+                         "convert or rename it")
 
 
 class EventReader:
@@ -404,6 +581,11 @@ class EventReader:
         if self.height is None or self.width is None:
             self.close()
             raise EventDataError(f"{self.path}: the file does not store the sensor size; pass height and width")
+        if not (1 <= int(self.height) <= 1 << 16 and 1 <= int(self.width) <= 1 << 16):
+            self.close()
+            raise EventDataError(f"{self.path}: sensor size {self.width}x{self.height} is out of range; pass height and "
+                                 "width")
+        self.height, self.width = int(self.height), int(self.width)
         self.chunk = chunk
         self.repairs = RepairCounts()
         self._index_t: np.ndarray | None = None  # running-max t at every chunk start, for fast searchsorted
@@ -411,6 +593,10 @@ class EventReader:
 
     def __len__(self) -> int:
         return self.src.n
+
+    def _negative_t(self, t0: int) -> str:
+        return (f"{self.path}: negative timestamp {int(t0)} at the first event; timestamps must count microseconds from "
+                "the recording start (>= 0): shift them")
 
     # -- timestamp index ----------------------------------------------------------------------------------------------
     def _build_index(self) -> None:
@@ -422,7 +608,7 @@ class EventReader:
         for i, s in enumerate(starts):
             t = self.src.read_t(s, min(s + self.chunk, self.src.n)).astype(np.int64)
             if i == 0 and len(t) and t[0] < 0:
-                raise EventDataError(f"{self.path}: negative timestamp {t[0]} at event 0")
+                raise EventDataError(self._negative_t(t[0]))
             tm = np.maximum.accumulate(np.maximum(t, running))
             first[i], last[i] = tm[0], tm[-1]
             running = tm[-1]
@@ -439,6 +625,17 @@ class EventReader:
         if self._index_t is None:
             self._build_index()
         return int(self._chunk_last[-1]) if len(self._chunk_last) else 0
+
+    def time_bounds(self, sample: int = 1 << 16) -> tuple[int, int] | None:
+        """The first event's timestamp and the largest of the last ``sample`` ones: the recording's time span read from
+        its two ends only (cheap; exact unless timestamps decrease by more than ``sample`` events). None: no events."""
+        n = self.src.n
+        if n == 0:
+            return None
+        first = int(self.src.read_t(0, 1)[0])
+        if first < 0:
+            raise EventDataError(self._negative_t(first))
+        return first, max(first, int(np.asarray(self.src.read_t(max(n - sample, 0), n)).astype(np.int64).max()))
 
     def _chunk_times(self, i: int) -> np.ndarray:
         s = i * self.chunk
@@ -474,7 +671,7 @@ class EventReader:
         t = np.asarray(t).astype(np.int64)
         if len(t):
             if running == np.iinfo(np.int64).min and t[0] < 0:
-                raise EventDataError(f"{self.path}: negative timestamp {t[0]} at the first event")
+                raise EventDataError(self._negative_t(t[0]))
             if running > t[0] or np.any(t[1:] < t[:-1]):
                 fixed = np.maximum.accumulate(np.maximum(t, running))
                 self.repairs.decreasing_t += int(np.count_nonzero(fixed != t))
@@ -485,7 +682,8 @@ class EventReader:
             self.repairs.negative_p = True
             p = np.maximum(p, 0)
         if len(p) and p.max() > 1:
-            raise EventDataError(f"{self.path}: polarity values up to {int(p.max())} (expected 0/1 or -1/1)")
+            raise EventDataError(f"{self.path}: polarity values up to {int(p.max())} (expected 0/1 or -1/1); "
+                                 "the file is corrupt or not an event recording")
         inside = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
         if not inside.all():
             self.repairs.out_of_frame += int(len(inside) - np.count_nonzero(inside))
@@ -547,7 +745,8 @@ class EventReader:
 
 def find_recordings(split_dir: str | Path) -> list[tuple[str, Path, Path]]:
     """Pairs ``(name, events_path, boxes_path)`` in a raw split folder, matched the way RVT matches them
-    (``<name>_bbox.npy`` with ``<name>_td.h5`` or ``<name>_td.dat.h5`` etc.). A box file without its event file is an error."""
+    (``<name>_bbox.npy`` with ``<name>_td.h5`` or ``<name>_td.dat.h5`` etc.). A box file without its event file, or an
+    event file without its box file, is an error naming the file: a recording is never skipped silently."""
     split_dir = Path(split_dir)
     pairs = []
     for bbox in sorted(split_dir.glob("*_bbox.npy")):
@@ -555,6 +754,13 @@ def find_recordings(split_dir: str | Path) -> list[tuple[str, Path, Path]]:
         candidates = [split_dir / f"{name}{s}" for s in RAW_SUFFIXES]
         events = next((c for c in candidates if c.is_file()), None)
         if events is None:
-            raise EventDataError(f"{bbox}: no event file beside it (looked for {name}_td.h5, _td.dat.h5, _td.dat, _td.npy)")
+            raise EventDataError(f"{bbox}: no event file beside it (looked for {name}_td.h5, _td.dat.h5, _td.dat, "
+                                 "_td.npy); add the recording or move the box file out of the folder")
         pairs.append((name, events, bbox))
+    paired = {p[0] for p in pairs}
+    for f in sorted(split_dir.iterdir()) if split_dir.is_dir() else []:
+        suffix = next((s for s in sorted(RAW_SUFFIXES, key=len, reverse=True) if f.name.endswith(s)), None)
+        if suffix and f.is_file() and f.name[: -len(suffix)] not in paired:
+            raise EventDataError(f"{f}: no box file beside it (looked for {f.name[: -len(suffix)]}_bbox.npy); add the "
+                                 "labels or move the recording out of the folder")
     return pairs

@@ -3,7 +3,8 @@
 Every rule here reproduces ``RVT:scripts/genx/preprocess_dataset.py`` (see ``shared/reference/rvt_spec.md`` 2.2-2.4),
 including its float32 box arithmetic, so the written labels and indices are bit-identical to RVT's. Two generalisations,
 both equal to RVT on its own data: the sensor size comes from the recording (RVT hard-codes 720x1280 / 240x304), and
-label rates other than 30/60 Hz give a clear error instead of an assertion.
+label rates other than 30/60 Hz give a clear error instead of an assertion. :func:`check_boxes` counts what the filters
+drop or crop (``prepare`` reports it) and rejects box files that cannot belong to the recording.
 
 Usage:
     >>> from yolo_etram.data.labels import DATASET_KINDS, select_label_frames
@@ -59,16 +60,18 @@ ETRAM_8_TO_3 = {0: 0, 1: 1, 2: 2, 3: 1, 4: 2, 5: 1, 6: 1, 7: 2}
 ALIGN_T_US = 100_000  # the first label frame is the first label time at or after this
 FRAME_STEP_MS = 100  # label frames are ~10 Hz
 JITTER_US = 2_000  # label times within this of the 10 Hz grid are accepted
+LATE_LABELS_US = 1_000_000  # boxes up to this long after the last event are kept (empty windows); later ones: an error
 
 
-def remap_classes(boxes: np.ndarray, class_map: dict[int, int]) -> np.ndarray:
+def remap_classes(boxes: np.ndarray, class_map: dict[int, int], source: str = "") -> np.ndarray:
     """Map class ids through ``class_map``; ids it maps to -1 are dropped. Unknown ids are an error."""
     if not class_map:
         return boxes
     ids = boxes["class_id"].astype(np.int64)
     unknown = sorted(set(np.unique(ids).tolist()) - set(class_map))
     if unknown:
-        raise EventDataError(f"class ids {unknown} are not in the class mapping {class_map}")
+        raise EventDataError(f"{source or 'boxes'}: class ids {unknown} are not in the class mapping {class_map}; "
+                             "choose another class map (or none) or fix the box file")
     lut = np.full(max(class_map) + 1, -1, np.int64)
     for k, v in class_map.items():
         lut[k] = v
@@ -78,9 +81,9 @@ def remap_classes(boxes: np.ndarray, class_map: dict[int, int]) -> np.ndarray:
     return boxes
 
 
-def filter_boxes(boxes: np.ndarray, kind: DatasetKind, height: int, width: int, train: bool) -> np.ndarray:
+def filter_boxes(boxes: np.ndarray, kind: DatasetKind, height: int, width: int, train: bool, source: str = "") -> np.ndarray:
     """RVT's ``apply_filters``: class filter, crop to the field of view, size filter, faulty-box filter (train only)."""
-    boxes = remap_classes(boxes, kind.class_map)
+    boxes = remap_classes(boxes, kind.class_map, source)
     if kind.max_class_id is not None:
         boxes = boxes[boxes["class_id"] <= kind.max_class_id]
     boxes = boxes.copy()
@@ -99,6 +102,65 @@ def filter_boxes(boxes: np.ndarray, kind: DatasetKind, height: int, width: int, 
     if train and kind.faulty_filter:
         boxes = boxes[boxes["w"] <= (9 * width) // 10]
     return boxes
+
+
+@dataclass
+class BoxCounts:
+    """Box-file problems that RVT's filters repair silently, counted so ``prepare`` can report them (warnings).
+
+    Attributes:
+        nonpositive: boxes with zero or negative width or height (RVT's crop leaves them flat: dropped).
+        outside: boxes entirely outside the frame (flat after RVT's crop to the frame: dropped).
+        clipped: boxes partly outside the frame (cropped to it, as RVT does).
+        outside_time: boxes whose event window is empty: before the first event, or more than a window but at most
+            :data:`LATE_LABELS_US` after the last one (kept, as RVT keeps them).
+    """
+
+    nonpositive: int = 0
+    outside: int = 0
+    clipped: int = 0
+    outside_time: int = 0
+
+
+def check_boxes(boxes: np.ndarray, kind: DatasetKind, height: int, width: int,
+                t_range: tuple[int, int] | None = None, source: str = "", window_us: int = 50_000) -> BoxCounts:
+    """Count what RVT's filters will drop or crop in ``boxes`` and raise on what cannot be a match for the recording.
+
+    Errors (:class:`EventDataError` naming ``source``): class ids unknown to the class map; every box flat or outside
+    the ``width x height`` frame (a box file of another recording or sensor); no box time within ``t_range`` (the
+    events' first and last timestamps: another recording, or other units than microseconds); a box time more than
+    :data:`LATE_LABELS_US` after the last event (a corrupt time would make RVT's window grid reach it, without bound).
+    The rest is counted.
+    """
+    remap_classes(boxes, kind.class_map, source)
+    counts = BoxCounts()
+    if len(boxes) == 0:
+        return counts
+    x0, y0 = boxes["x"], boxes["y"]
+    x1, y1 = x0 + boxes["w"], y0 + boxes["h"]  # float32, as RVT's crop computes
+    nonpositive = (boxes["w"] <= 0) | (boxes["h"] <= 0)
+    w_c = np.clip(x1, 0, width - 1) - np.clip(x0, 0, width - 1)
+    h_c = np.clip(y1, 0, height - 1) - np.clip(y0, 0, height - 1)
+    outside = ~nonpositive & ((w_c <= 0) | (h_c <= 0))
+    clipped = ~nonpositive & ~outside & ((x0 < 0) | (y0 < 0) | (x1 > width - 1) | (y1 > height - 1))
+    counts.nonpositive, counts.outside = int(nonpositive.sum()), int(outside.sum())
+    counts.clipped = int(clipped.sum())
+    if counts.nonpositive + counts.outside == len(boxes):
+        raise EventDataError(f"{source or 'boxes'}: all {len(boxes)} boxes have zero or negative size or lie outside the "
+                             f"{width}x{height} frame; the box file belongs to another recording or sensor size")
+    if t_range is not None:
+        t = boxes["t"].astype(np.int64)
+        inside = (t >= t_range[0]) & (t <= t_range[1])
+        if not inside.any():
+            raise EventDataError(f"{source or 'boxes'}: box timestamps {t.min()}..{t.max()} us lie outside the events' "
+                                 f"{t_range[0]}..{t_range[1]} us; the box file belongs to another recording or is not "
+                                 "in microseconds")
+        if t.max() > t_range[1] + LATE_LABELS_US:
+            raise EventDataError(f"{source or 'boxes'}: box timestamp {t.max()} us is more than "
+                                 f"{LATE_LABELS_US // 1000} ms after the last event ({t_range[1]} us); the box file is "
+                                 "corrupt or belongs to another recording")
+        counts.outside_time = int(np.count_nonzero((t < t_range[0]) | (t > t_range[1] + window_us)))
+    return counts
 
 
 def base_label_period_us(unique_t: np.ndarray, kind: DatasetKind, source: str = "") -> int:
@@ -146,7 +208,8 @@ def select_label_frames(boxes: np.ndarray, kind: DatasetKind, window_step_ms: in
     period = base_label_period_us(unique_t, kind, source)
     first = int(np.searchsorted(unique_t, ALIGN_T_US, side="left"))
     if first == len(unique_t):
-        raise EventDataError(f"{source}: no label at or after {ALIGN_T_US} us")
+        raise EventDataError(f"{source}: no label at or after {ALIGN_T_US} us, where RVT's label frames start; the "
+                             "labels are missing there or not in microseconds")
     frames = [int(unique_t[first])]
     windows_between = []
     for ts in unique_t[first + 1:].tolist():

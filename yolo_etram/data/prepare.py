@@ -28,13 +28,17 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from .io import EventDataError, EventReader, blosc, find_recordings, load_boxes, open_h5, save_npy_atomic, save_npz_atomic
-from .labels import DATASET_KINDS, ETRAM_8_TO_3, DatasetKind, filter_boxes, select_label_frames
+from yolo_etram.errors import one_line
+
+from .io import (SENSOR_SIZES, EventDataError, EventReader, blosc, find_recordings, load_boxes, open_h5, save_npy_atomic,
+                 save_npz_atomic)
+from .labels import DATASET_KINDS, ETRAM_8_TO_3, BoxCounts, DatasetKind, check_boxes, filter_boxes, select_label_frames
+from .motion import MOTION_FILE, align_motion, raw_motion_path
 from .representation import StackedHistogram, representation_dir_name, representation_file_name
 
 SPLITS = ("train", "val", "test")
@@ -78,6 +82,7 @@ class SequenceResult:
     decreasing_t: int = 0
     seconds: float = 0.0
     error: str = ""
+    boxes: BoxCounts = field(default_factory=BoxCounts)  # what RVT's box filters dropped or cropped (warnings)
 
 
 def sequence_paths(seq_dir: Path, cfg: PrepareConfig, downsample: bool) -> dict[str, Path]:
@@ -106,6 +111,19 @@ def write_histograms(reader: EventReader, rep: StackedHistogram, window_t: np.nd
     return events
 
 
+def save_motion(boxes_path: Path, labels: np.ndarray, out: Path) -> None:
+    """Carry the synthetic motion ground truth (``<stem>_motion.npz``, if any) over, row-aligned with ``labels``."""
+    src = raw_motion_path(boxes_path)
+    if not src.is_file():
+        return
+    try:
+        with np.load(src) as z:
+            motion = z["motion"]
+    except (OSError, KeyError, ValueError) as e:
+        raise EventDataError(f"{src}: unreadable motion file ({e}); delete it or re-run `etram-yolo synth`") from e
+    save_npy_atomic(out, align_motion(labels, motion))
+
+
 def prepare_sequence(name: str, split: str, events_path: Path, boxes_path: Path, out_dir: Path,
                      cfg: PrepareConfig, overwrite: bool = False) -> SequenceResult:
     """Prepare one recording into ``out_dir/split/name`` (atomically: built aside, then renamed)."""
@@ -127,6 +145,7 @@ def prepare_sequence(name: str, split: str, events_path: Path, boxes_path: Path,
         paths["repr_dir"].mkdir(parents=True)
         paths["labels"].parent.mkdir(parents=True, exist_ok=True)
         save_npz_atomic(paths["labels"], labels=frames.labels, objframe_idx_2_label_idx=frames.frame_label_idx)
+        save_motion(boxes_path, frames.labels, paths["labels"].with_name(MOTION_FILE))
         save_npy_atomic(paths["frame_t"], frames.frame_t)
         save_npy_atomic(paths["window_t"], frames.window_t)
         save_npy_atomic(paths["frame_repr_idx"], frames.frame_repr_idx)
@@ -141,12 +160,29 @@ def prepare_sequence(name: str, split: str, events_path: Path, boxes_path: Path,
                           repairs.out_of_frame, repairs.decreasing_t, time.perf_counter() - t_start)
 
 
+def check_recording(events_path: Path, boxes_path: Path, cfg: PrepareConfig) -> BoxCounts:
+    """Check a recording before anything of it is written: the event file opens (structure, dtypes, filters, sensor
+    size) and holds events, the box file loads and matches it (:func:`~.labels.check_boxes`). Cheap: reads the box file
+    and the two ends of the event timestamps. Returns what RVT's box filters will drop or crop."""
+    kind = cfg.dataset_kind()
+    with EventReader(events_path, *SENSOR_SIZES[kind.name]) as reader:
+        span = reader.time_bounds()
+        if span is None:
+            raise EventDataError(f"{events_path}: the recording holds no events; re-copy or re-record it, or move it "
+                                 "and its box file out of the folder")
+        boxes = load_boxes(boxes_path)
+        return check_boxes(boxes, kind, reader.height, reader.width, span, str(boxes_path), cfg.window_ms * 1000)
+
+
 def _prepare_job(args) -> SequenceResult:
     """One recording; bad input fails this recording only (nothing of it is left behind), the others go on."""
+    name, split, events_path, boxes_path, out_dir, cfg, overwrite = args
     try:
-        return prepare_sequence(*args)
+        counts = BoxCounts()
+        if overwrite or not (out_dir / split / name).is_dir():  # finished sequences are skipped unchecked
+            counts = check_recording(events_path, boxes_path, cfg)
+        return replace(prepare_sequence(*args), boxes=counts)
     except EventDataError as e:
-        name, split, out_dir = args[0], args[1], args[4]
         shutil.rmtree(out_dir / IN_PROGRESS / split / name, ignore_errors=True)
         return SequenceResult(name, split, "failed", error=str(e))
 
@@ -217,6 +253,11 @@ def summarize(results: list[SequenceResult]) -> str:
     oof, dec = sum(r.out_of_frame for r in results), sum(r.decreasing_t for r in results)
     if oof or dec:
         lines.append(f"repaired: {oof} out-of-frame events dropped, {dec} decreasing timestamps raised")
+    box = {k: sum(getattr(r.boxes, k) for r in results) for k in ("nonpositive", "outside", "clipped", "outside_time")}
+    if any(box.values()):
+        lines.append(f"boxes (as RVT's filters do): {box['nonpositive']} with zero or negative size dropped, "
+                     f"{box['outside']} outside the frame dropped, {box['clipped']} partly outside cropped, "
+                     f"{box['outside_time']} with no events in their window kept")
     return "\n".join(lines)
 
 
@@ -240,14 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = PrepareConfig(args.kind, args.window_ms, args.nbins, args.cutoff, args.downsample, args.class_map, args.codec)
     try:
-        results = prepare_dataset(args.raw_dir, args.out_dir, cfg, args.workers, args.splits, args.overwrite)
+        # the bar only on a terminal: logged stderr holds nothing but the one-line errors
+        results = prepare_dataset(args.raw_dir, args.out_dir, cfg, args.workers, args.splits, args.overwrite,
+                                  progress=sys.stderr.isatty())
     except EventDataError as e:
-        print(f"prepare: error: {e}", file=sys.stderr)
+        print(f"prepare: error: {one_line(e)}", file=sys.stderr)
         return 2
     print(summarize(results))
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
-        print(f"prepare: error: {r.error}", file=sys.stderr)
+        print(f"prepare: error: {one_line(r.error)}", file=sys.stderr)
     return 2 if failed else 0
 
 

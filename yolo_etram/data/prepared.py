@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import EventDataError, open_h5
+from .io import EventDataError, check_h5_filters, h5_read_error, open_h5
 
 REPR_ROOT = "event_representations_v2"
 
@@ -66,15 +66,49 @@ class PreparedSequence:
             self.frame_t = np.load(self.dir / "labels_v2" / "timestamps_us.npy")
             with np.load(self.dir / "labels_v2" / "labels.npz") as z:
                 self.labels, self.frame_label_idx = z["labels"], z["objframe_idx_2_label_idx"]
-        except (OSError, KeyError, ValueError) as e:
-            raise EventDataError(f"{self.dir}: incomplete prepared sequence ({e})") from e
+        except Exception as e:  # numpy and zipfile raise nearly anything on a truncated or corrupt .npy/.npz
+            raise EventDataError(f"{self.dir}: incomplete prepared sequence ({' '.join(str(e).split())}); re-run "
+                                 "prepare for it") from e
+        self._check_indices()
         with open_h5(self.h5_path) as f:
-            if "data" not in f:
-                raise EventDataError(f"{self.h5_path}: no dataset 'data'")
-            self.shape = f["data"].shape  # (N, C, H, W)
+            try:
+                data = f.get("data")
+                if data is None or not hasattr(data, "shape"):
+                    raise EventDataError(f"{self.h5_path}: no dataset 'data'; re-run prepare for this sequence")
+                self.shape = data.shape  # (N, C, H, W)
+                if len(self.shape) != 4:
+                    raise EventDataError(f"{self.h5_path}: 'data' has shape {self.shape}, expected (N, C, H, W); "
+                                         "re-run prepare for this sequence")
+                check_h5_filters(self.h5_path, "'data'", data)
+            except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
+                if isinstance(e, EventDataError):
+                    raise
+                raise EventDataError(f"{self.h5_path}: corrupt histogram file ({' '.join(str(e).split())}); re-run "
+                                     "prepare for this sequence") from e
         if self.shape[0] != len(self.window_t):
             raise EventDataError(f"{self.h5_path}: {self.shape[0]} histograms but {len(self.window_t)} window times")
         self._h5 = None
+
+    def _check_indices(self) -> None:
+        """The label and window indices must fit each other (a corrupt or mixed-up sequence otherwise fails later, far
+        from its cause)."""
+        names = self.labels.dtype.names or ()
+        missing = [k for k in ("t", "x", "y", "w", "h", "class_id") if k not in names]
+        problem = None
+        if missing:
+            problem = f"labels lack field(s) {', '.join(missing)}"
+        elif any(a.ndim != 1 for a in (self.window_t, self.frame_repr_idx, self.frame_t, self.frame_label_idx, self.labels)):
+            problem = "index arrays are not 1-D"
+        elif not (len(self.frame_t) == len(self.frame_repr_idx) == len(self.frame_label_idx)):
+            problem = (f"{len(self.frame_t)} label frames but {len(self.frame_repr_idx)} window indices and "
+                       f"{len(self.frame_label_idx)} label indices")
+        elif len(self.frame_repr_idx) and (self.frame_repr_idx.min() < 0 or self.frame_repr_idx.max() >= len(self.window_t)):
+            problem = f"label-frame window indices outside 0..{len(self.window_t) - 1}"
+        elif len(self.frame_label_idx) and (self.frame_label_idx.min() < 0 or self.frame_label_idx.max() > len(self.labels)
+                                            or np.any(np.diff(self.frame_label_idx) < 0)):
+            problem = f"label indices outside 0..{len(self.labels)} or decreasing"
+        if problem:
+            raise EventDataError(f"{self.dir}: inconsistent prepared sequence ({problem}); re-run prepare for it")
 
     def __len__(self) -> int:
         return len(self.window_t)
@@ -92,7 +126,10 @@ class PreparedSequence:
         """Histograms of windows ``start:stop`` as uint8 ``(n, C, H, W)``, with one HDF5 read."""
         if self._h5 is None:
             self._h5 = open_h5(self.h5_path)
-        return self._h5["data"][start:stop]
+        try:
+            return self._h5["data"][start:stop]
+        except (OSError, KeyError, ValueError, RuntimeError) as e:
+            raise h5_read_error(self.h5_path, f"histograms {start}:{stop}", e) from e
 
     def close(self) -> None:
         if self._h5 is not None:
@@ -112,6 +149,20 @@ class PreparedSequence:
         start = int(self.frame_label_idx[frame])
         stop = int(self.frame_label_idx[frame + 1]) if frame + 1 < len(self.frame_label_idx) else len(self.labels)
         return scale_boxes(self.labels[start:stop], self.hw, self.downsample)
+
+    @cached_property
+    def motion(self) -> np.ndarray | None:
+        """Motion ground truth row-aligned with ``labels`` (``labels_v2/motion.npy``, synthetic data), else None."""
+        from .motion import MOTION_DTYPE, MOTION_FILE
+
+        path = self.dir / "labels_v2" / MOTION_FILE
+        if not path.is_file():
+            return None
+        motion = np.load(path)
+        if motion.dtype != MOTION_DTYPE or len(motion) != len(self.labels):
+            raise EventDataError(f"{path}: expected {len(self.labels)} motion rows aligned with the labels, found "
+                                 f"{len(motion)} of dtype {motion.dtype}; re-run prepare")
+        return motion
 
     def window_labels(self, window: int) -> np.ndarray | None:
         """Boxes of window ``window`` (stored resolution), or None if the window carries no label frame."""

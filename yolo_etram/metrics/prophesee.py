@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -155,6 +155,42 @@ def match_times(
     first_slot = np.cumsum(counts) - counts  # where each frame's predictions start in the output
     pred_index = np.arange(counts.sum()) + np.repeat(lo - first_slot, counts)
     return frame_ts, gt_frame.reshape(-1), pred_index, pred_frame
+
+
+def _iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix ``(len(a), len(b))`` of boxes with ``x, y, w, h`` fields."""
+    ax0, ay0 = a["x"][:, None].astype(np.float64), a["y"][:, None].astype(np.float64)
+    ax1, ay1 = ax0 + a["w"][:, None], ay0 + a["h"][:, None]
+    bx0, by0 = b["x"][None].astype(np.float64), b["y"][None].astype(np.float64)
+    bx1, by1 = bx0 + b["w"][None], by0 + b["h"][None]
+    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * np.clip(
+        np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def detections_of(
+    objects: np.ndarray, object_image: np.ndarray, pred: np.ndarray, pred_image: np.ndarray, min_iou: float = 0.5
+) -> np.ndarray:
+    """Which predictions are detections of ``objects``: on the same image, IoU >= ``min_iou`` with one of them (any
+    class: a misclassified detection of a left-out object is no false positive of the subset either).
+
+    Used to score a ground-truth subset on its own: the objects left out and their detections go together. Unlike
+    COCO's crowd regions, a detection of a left-out object stays out at every IoU threshold, so the subset's AP does
+    not depend on how well the left-out objects are localised."""
+    out = np.zeros(len(pred), bool)
+    if not len(pred) or not len(objects):
+        return out
+    og = np.argsort(object_image, kind="stable")
+    pg = np.argsort(pred_image, kind="stable")
+    images = np.unique(pred_image)
+    o_lo, o_hi = np.searchsorted(object_image[og], images), np.searchsorted(object_image[og], images, side="right")
+    p_lo, p_hi = np.searchsorted(pred_image[pg], images), np.searchsorted(pred_image[pg], images, side="right")
+    for a, b, c, d in zip(o_lo, o_hi, p_lo, p_hi):
+        if a < b:
+            pi = pg[c:d]
+            out[pi] = _iou_xywh(pred[pi], objects[og[a:b]]).max(1) >= min_iou
+    return out
 
 
 def _sorted_by_time(boxes: np.ndarray) -> np.ndarray:
@@ -364,6 +400,7 @@ class _Entry:
     n_gt_after_filter: int
     n_pred: int
     n_pred_after_filter: int
+    gt_subsets: dict = field(default_factory=dict)
 
 
 class PropheseeEvaluator:
@@ -424,10 +461,20 @@ class PropheseeEvaluator:
         """Forget all added sequences."""
         self.entries.clear()
 
-    def add_sequence(self, name: str, gt: np.ndarray | None, pred: np.ndarray | None) -> None:
+    def add_sequence(self, name: str, gt: np.ndarray | None, pred: np.ndarray | None,
+                     gt_subsets: dict[str, np.ndarray] | None = None) -> None:
         """Add one recording's ground truth and predictions (``EVAL_BBOX_DTYPE``, ``BBOX_DTYPE`` or same-named fields;
-        time-sorted or not), in evaluation-space pixels, with the score in ``class_confidence``."""
+        time-sorted or not), in evaluation-space pixels, with the score in ``class_confidence``.
+
+        ``gt_subsets`` (name -> bool mask over ``gt``'s rows, e.g. moving / stationary objects) adds, in
+        :meth:`evaluate`, the AP of each subset scored on its own: on the same frames, the other ground truth is left
+        out and so are the detections of it (see :func:`detections_of`), so it is neither missed nor a source of false
+        positives. A subset counts only if every added sequence defines it."""
         gt, pred = as_eval_boxes(gt), as_eval_boxes(pred)
+        subsets = {k: np.asarray(v, bool).reshape(-1) for k, v in (gt_subsets or {}).items()}
+        for k, v in subsets.items():
+            if len(v) != len(gt):
+                raise ValueError(f"{name}: subset {k!r} has {len(v)} entries for {len(gt)} ground-truth boxes")
         for kind, boxes in (("ground truth", gt), ("predictions", pred)):
             if len(boxes) and int(boxes["class_id"].max()) >= len(self.classes):
                 raise ValueError(
@@ -435,7 +482,10 @@ class PropheseeEvaluator:
                     f"but only {len(self.classes)} classes are defined ({self.classes})"
                 )
         n_gt, n_pred = len(gt), len(pred)
-        gt = _sorted_by_time(filter_boxes(gt, self.skip_ts_us, self.min_box_diag, self.min_box_side))
+        keep = filter_mask(gt, self.skip_ts_us, self.min_box_diag, self.min_box_side)
+        order = np.argsort(gt["t"][keep], kind="stable")  # what _sorted_by_time does, applied to the masks too
+        subsets = {k: v[keep][order] for k, v in subsets.items()}
+        gt = _sorted_by_time(gt[keep])
         pred = _sorted_by_time(filter_boxes(pred, self.skip_ts_us, self.min_box_diag, self.min_box_side))
         frame_ts, gt_image, pred_index, pred_image = match_times(gt["t"], pred["t"], self.time_tol_us)
         self.entries.append(
@@ -450,6 +500,7 @@ class PropheseeEvaluator:
                 n_gt_after_filter=len(gt),
                 n_pred=n_pred,
                 n_pred_after_filter=len(pred),
+                gt_subsets=subsets,
             )
         )
 
@@ -482,6 +533,7 @@ class PropheseeEvaluator:
         per_class: bool = True,
         groups: dict[str, Sequence[int]] | None = None,
         curves: bool = False,
+        subsets: bool = True,
     ) -> dict[str, Any]:
         """Score everything added so far.
 
@@ -490,6 +542,8 @@ class PropheseeEvaluator:
             per_class: add each class's AP (the eTraM fork's per-class ``params.catIds=[i]`` runs).
             groups: name -> class indices; adds the AP over those classes only (``params.catIds`` = the group).
             curves: add ``'curves'``, the precision-recall arrays :func:`plot_pr_curves` draws.
+            subsets: add ``'subsets'`` {name: {AP, AP_50, ..., AP_all, n_gt}} for the ground-truth subsets every
+                sequence defines (see :meth:`add_sequence`).
 
         Returns:
             ``AP, AP_50, AP_75, AP_S, AP_M, AP_L`` (RVT's numbers: class-aware COCO) and ``AR_1, AR_10, AR_100``;
@@ -516,6 +570,9 @@ class PropheseeEvaluator:
             result["per_class"] = dict.fromkeys(self.classes, 0.0)
         if groups:
             result["groups"] = dict.fromkeys(groups, 0.0)
+        subset_names = self._subset_names() if subsets else []
+        if subset_names:
+            result["subsets"] = {k: {**dict.fromkeys(_STAT_KEYS, 0.0), "AP_all": 0.0, "n_gt": 0} for k in subset_names}
         result.update(self.counts())
 
         if len(pred) == 0:  # RVT: "no detections for evaluation found", all metrics 0
@@ -539,11 +596,24 @@ class PropheseeEvaluator:
             agnostic = backend.run(use_cats=False)
             result["agnostic"] = _summary(agnostic)
             result["AP_all"] = result["agnostic"]["AP"]
+        for name in subset_names:
+            member = np.concatenate([e.gt_subsets[name] for e in self.entries])
+            keep = ~detections_of(gt[~member], gt_image[~member], pred, pred_image)
+            sub = _Backend(self.backend, *_coco_datasets(self.classes, self.height, self.width, n_images, gt[member],
+                                                         gt_image[member], pred[keep], pred_image[keep]))
+            result["subsets"][name] = {**_summary(sub.run(use_cats=True)), "AP_all": _summary(sub.run(False))["AP"],
+                                       "n_gt": int(member.sum())}
         if curves:
             result["curves"] = {"classes": list(self.classes), **_pr_curves(aware)}
             if class_agnostic:
                 result["curves"]["precision_agnostic"] = _pr_curves(agnostic)["precision"][:, :, 0]
         return result
+
+    def _subset_names(self) -> list[str]:
+        """The ground-truth subsets every added sequence defines, in the first sequence's order."""
+        if not self.entries:
+            return []
+        return [k for k in self.entries[0].gt_subsets if all(k in e.gt_subsets for e in self.entries)]
 
     def _empty_curves(self, class_agnostic: bool) -> dict[str, Any]:
         """All-zero curves in the default COCO shapes, for the no-detection case."""

@@ -1,0 +1,257 @@
+"""Does the recurrent memory help? Train rvt-t, rvt-t with its state reset at every window (the memoryless ablation)
+and a stock yolov8n (memoryless frame baseline) on the same synthetic stop-and-go traffic for the same budget, then
+score overall, moving and stationary AP (Prophesee protocol) on the validation split.
+
+Stopped objects emit no events: a model without memory cannot see them. The synthetic generator's motion ground truth
+says, for every labeled box, whether the object is moving, stopped after moving (and for how long), or parked since
+before the recording; the validator scores each subset on its own (the other boxes are ignored).
+
+    python benchmarks/evidence_memory.py            # about an hour on a 2-core CPU; `make evidence`
+    python benchmarks/evidence_memory.py --quick    # minutes: plumbing check only, numbers mean nothing
+
+Writes ``runs/evidence/evidence.json``, ``evidence.png`` and prints a Markdown table (the README's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+NAMES = {0: "pedestrian", 1: "vehicle", 2: "micromobility"}
+FULL = dict(width=320, height=192, duration_s=12.0, splits={"train": 6, "val": 2}, seq_len=10, epochs=5, batch=3,
+            partition=[6, 10])
+QUICK = dict(width=128, height=96, duration_s=3.0, splits={"train": 2, "val": 1}, seq_len=3, epochs=1, batch=2,
+             partition=[3, 4])
+# more and longer stops than the default traffic (the case the experiment is about), fewer objects parked since before
+# the recording (they never emit events: no event model can see them)
+TRAFFIC = dict(stop_prob=0.7, stop_duration_s=(2.0, 6.0), static_objects=0.2)
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny data and one epoch (checks the plumbing)")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--out", default=str(ROOT / "runs" / "evidence"))
+    ap.add_argument("--data-dir", default=str(ROOT / "datasets"))
+    ap.add_argument("--models", default="recurrent,reset,yolov8n",
+                    help="comma-separated runs: recurrent, reset, yolov8n, recurrent_more (after recurrent)")
+    ap.add_argument("--seed", type=int, default=0)
+    return ap.parse_args(argv)
+
+
+def build_data(s: dict, data_dir: Path, quick: bool, seed: int) -> Path:
+    """Synthesize and prepare stop-and-go traffic (skipped where already done); returns the data YAML."""
+    from yolo_etram.data.prepare import PrepareConfig, prepare_dataset
+    from yolo_etram.data.synthetic import SynthConfig, synthesize_dataset
+
+    tag = "evidence_quick" if quick else "evidence"
+    raw, prepared = data_dir / f"{tag}_raw", data_dir / tag
+    cfg = SynthConfig(width=s["width"], height=s["height"], duration_s=s["duration_s"], seed=seed, **TRAFFIC)
+    synthesize_dataset(raw, s["splits"], cfg)
+    prepare_dataset(raw, prepared, PrepareConfig(kind="etram", downsample=False), workers=2)
+    h = s["height"]
+    data = {"path": str(prepared), "train": "train", "val": "val", "names": NAMES, "channels": 20,
+            "seq_len": s["seq_len"], "sampling": "stream", "partition": s["partition"],
+            "eval": {"skip_ts_us": 500_000, "min_box_diag": 30 * h // 360, "min_box_side": 10 * h // 360}}
+    path = prepared / "data.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def variant_yaml(data: Path, out: Path, **changes) -> Path:
+    d = {**yaml.safe_load(data.read_text()), **changes}
+    path = out / f"data_{'_'.join(f'{k}-{v}' for k, v in changes.items()) or 'base'}.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+def step_ms(model, hw, reps: int = 10) -> float:
+    """Median time of one window through the model (batch 1, state carried), in ms."""
+    import statistics
+
+    import torch
+
+    net = model.model.eval()
+    x = torch.zeros(1, 20, *hw)
+    times = []
+    with torch.inference_mode():
+        for i in range(reps + 2):
+            t = time.perf_counter()
+            net(x)
+            if i >= 2:
+                times.append((time.perf_counter() - t) * 1e3)
+    net.reset_states()
+    return statistics.median(times)
+
+
+def finished_training_s(run: Path, epochs: int) -> float | None:
+    """Training time (results.csv's ``time`` of the last epoch) of a run that finished ``epochs`` epochs, else None."""
+    import csv
+
+    csv_file, weights = run / "results.csv", run / "weights" / "last.pt"
+    if not (csv_file.is_file() and weights.is_file()):
+        return None
+    with open(csv_file) as f:
+        rows = [{k.strip(): v for k, v in r.items()} for r in csv.DictReader(f)]
+    if not rows or int(float(rows[-1]["epoch"])) != epochs:
+        return None
+    return float(rows[-1]["time"])
+
+
+def run_one(key: str, data: Path, out: Path, s: dict, epochs: int, seed: int) -> dict:
+    from yolo_etram import EventYOLO
+    from yolo_etram.model import fit_to_multiple
+
+    model_yaml, data_yaml, batch = {
+        "recurrent": ("rvt-t.yaml", data, s["batch"]),
+        "reset": ("rvt-t.yaml", variant_yaml(data, out, memory=False), s["batch"]),
+        # one window per sample: as many windows per optimizer step as the recurrent runs' B x T
+        "yolov8n": ("yolov8n.yaml", data, s["batch"] * s["seq_len"]),
+        # the recurrent run trained on for as many epochs again (is its memory still growing?)
+        "recurrent_more": (str(out / "recurrent" / "weights" / "last.pt"), data, s["batch"]),
+    }[key]
+    run = out / key
+    train_s = finished_training_s(run, epochs)
+    if train_s is None:  # trained runs are kept: re-running the script only validates them again
+        t0 = time.perf_counter()
+        model = EventYOLO(model_yaml)
+        model.train(data=str(data_yaml), epochs=epochs, batch=batch, lr0=1e-3, workers=2,
+                    imgsz=max(s["width"], s["height"]), project=str(out), name=key, exist_ok=True, seed=seed,
+                    plots=False, val=False)
+        train_s = time.perf_counter() - t0
+    best = EventYOLO(str(run / "weights" / "last.pt"))
+    best.val(data=str(data_yaml), batch=s["batch"], save_json=True, plots=True, project=str(out), name=f"{key}_val",
+             exist_ok=True)
+    metrics = json.loads((out / f"{key}_val" / "metrics.json").read_text())
+    hw = fit_to_multiple((s["height"], s["width"]), best.model.input_multiple)
+    recall = recall_by_time_stopped(out / f"{key}_val")
+    return {"recall_by_time_stopped": recall, "model": model_yaml, "data": str(data_yaml), "batch": batch, "epochs": epochs, "train_s": round(train_s, 1),
+            "step_ms": round(step_ms(best, hw), 2), "input_hw": list(hw), "prophesee": metrics}
+
+
+STILL_EDGES_S = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, float("inf"))
+
+
+def recall_by_time_stopped(val_dir: Path, min_score: float = 0.05, min_iou: float = 0.5, skip_us: int = 500_000) -> dict:
+    """Share of ground-truth boxes found (a prediction at the same time with IoU >= ``min_iou``, any class, score >=
+    ``min_score``): for moving objects, for stopped ones by time since they stopped, and for parked ones. Read from the
+    validator's saved ``<seq>_gt.npy``, ``<seq>_pred.npy`` and ``<seq>_gt_motion.npy``; shows how long a model keeps
+    seeing an object after its events stop, whatever its AP."""
+    import numpy as np
+
+    from yolo_etram.data.motion import MOVING, PARKED, STOPPED
+    from yolo_etram.metrics.prophesee import _iou_xywh
+
+    found_all, codes_all, still_all = [], [], []
+    for gt_file in sorted(val_dir.glob("*_gt.npy")):
+        seq = gt_file.name[: -len("_gt.npy")]
+        gt, pred = np.load(gt_file), np.load(val_dir / f"{seq}_pred.npy")
+        motion = np.load(val_dir / f"{seq}_gt_motion.npy")
+        pred = pred[pred["class_confidence"] >= min_score]
+        found = np.zeros(len(gt), bool)
+        for t in np.unique(gt["t"]):
+            g, q = np.nonzero(gt["t"] == t)[0], pred[pred["t"] == t]
+            if len(q):
+                found[g] = _iou_xywh(gt[g], q).max(1) >= min_iou
+        keep = gt["t"] > skip_us
+        found_all.append(found[keep])
+        codes_all.append(motion[keep, 0])
+        still_all.append(motion[keep, 1])
+    found, codes, still = (np.concatenate(a) for a in (found_all, codes_all, still_all))
+    out = {"moving": (found[codes == MOVING].mean() if (codes == MOVING).any() else None, int((codes == MOVING).sum()))}
+    for lo, hi in zip(STILL_EDGES_S[:-1], STILL_EDGES_S[1:]):
+        sel = (codes == STOPPED) & (still >= lo) & (still < hi)
+        out[f"stopped {lo:g}-{hi:g}s" if hi != float("inf") else f"stopped >{lo:g}s"] = (
+            float(found[sel].mean()) if sel.any() else None, int(sel.sum()))
+    out["parked"] = (float(found[codes == PARKED].mean()) if (codes == PARKED).any() else None, int((codes == PARKED).sum()))
+    return {k: {"recall": None if v is None else round(float(v), 4), "n": n} for k, (v, n) in out.items()}
+
+
+LABELS = {"recurrent": "rvt-t (recurrent)", "reset": "rvt-t, state reset every window", "yolov8n": "yolov8n (frames)",
+          "recurrent_more": "rvt-t (recurrent), 5 more epochs from its weights"}
+
+
+def table(results: dict) -> str:
+    rows = ["| model | AP | AP50 | moving AP | stationary AP | parked AP | ms/window | train time |",
+            "|---|---|---|---|---|---|---|---|"]
+    for key, r in results.items():
+        p, sub = r["prophesee"], r["prophesee"].get("subsets", {})
+        ap = lambda name: f"{sub[name]['AP']:.3f}" if name in sub else "n/a"  # noqa: E731
+        rows.append(f"| {LABELS[key]} | {p['AP']:.3f} | {p['AP_50']:.3f} | {ap('moving')} | {ap('stationary')} | "
+                    f"{ap('parked')} | {r['step_ms']:.1f} | {r['train_s'] / 60:.1f} min |")
+    recall = [r.get("recall_by_time_stopped") for r in results.values()]
+    if all(recall):
+        bins = list(recall[0])
+        rows += ["", "Recall (IoU >= 0.5, score >= 0.05) by what the object was doing:", "",
+                 "| model | " + " | ".join(f"{b} (n={recall[0][b]['n']})" for b in bins) + " |",
+                 "|---" * (len(bins) + 1) + "|"]
+        for key, rec in zip(results, recall):
+            rows.append(f"| {LABELS[key]} | " + " | ".join("-" if rec[b]["recall"] is None else f"{rec[b]['recall']:.3f}"
+                                                         for b in bins) + " |")
+    return "\n".join(rows)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    groups = ["overall", "moving", "stationary"]
+    width = 0.8 / max(len(results), 1)
+    for i, (key, r) in enumerate(results.items()):
+        sub = r["prophesee"].get("subsets", {})
+        vals = [r["prophesee"]["AP"], *(max(sub.get(g, {}).get("AP", 0), 0) for g in groups[1:])]
+        a.bar(np.arange(len(groups)) + i * width, vals, width, label=LABELS[key])
+        rec = r.get("recall_by_time_stopped") or {}
+        bins = [k for k in rec if rec[k]["recall"] is not None]
+        if bins:
+            b.plot(range(len(bins)), [rec[k]["recall"] for k in bins], "o-", label=LABELS[key])
+            b.set_xticks(range(len(bins)), [k.removeprefix("stopped ") for k in bins], rotation=30, fontsize=8)
+    a.set_xticks(np.arange(len(groups)) + width * (len(results) - 1) / 2, groups)
+    a.set_ylabel("Prophesee AP (val)")
+    a.set_title("AP by object motion")
+    a.legend(fontsize=8)
+    b.set_xlabel("what the object was doing (time since it stopped)")
+    b.set_ylabel("recall (IoU >= 0.5, score >= 0.05)")
+    b.set_title("How long a stopped object stays seen")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    s = QUICK if args.quick else FULL
+    out = Path(args.out + ("_quick" if args.quick else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = build_data(s, Path(args.data_dir), args.quick, args.seed)
+    epochs = args.epochs or s["epochs"]
+    previous = out / "evidence.json"
+    results = json.loads(previous.read_text())["results"] if previous.is_file() else {}  # runs of earlier calls stay
+    for key in args.models.split(","):
+        print(f"[evidence] {LABELS[key]}: {epochs} epochs")
+        results[key] = run_one(key, data, out, s, epochs, args.seed)
+    summary = {"settings": {**s, "epochs": epochs, "traffic": TRAFFIC, "seed": args.seed},
+               "total_s": round(time.perf_counter() - t0, 1), "results": results}
+    (out / "evidence.json").write_text(json.dumps(summary, indent=1))
+    plot(results, out / "evidence.png")
+    print(table(results))
+    print(f"\n{out / 'evidence.json'}, {out / 'evidence.png'}; total {summary['total_s'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""``make bench``: every benchmark in one command, a summary table, and all numbers in ``runs/bench/bench.json``.
+
+    python benchmarks/run_all.py               # ~10 minutes on 2 CPU cores
+    python benchmarks/run_all.py --only model,inference
+
+Each benchmark runs as its own process (``benchmarks/bench_<name>.py --json ...``) and prints its details; the table at
+the end collects the headline figures. Ratios are measured within one benchmark run; absolute times belong to the
+machine named in the header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHES = ("prepare", "dataloader", "model", "inference")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = ""
+    try:
+        kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal")))
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration):
+        pass
+    gpu = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = f", {torch.cuda.get_device_name()}"
+    except ImportError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPU threads{mem}{gpu}"
+
+
+def summary(results: dict) -> list[str]:
+    rows = ["| benchmark | result |", "|---|---|"]
+    if "prepare" in results:
+        r = results["prepare"]
+        rows.append(f"| prepare, 1280x720 synthetic -> 640x360 | {r['ours_events_per_s'] / 1e6:.1f} M events/s, "
+                    f"{r['speedup']:.1f}x a per-window reference; peak RSS "
+                    + ", ".join(f"{k}: {v:.0f} MiB" for k, v in r["peak_rss_mib"].items()) + " |")
+    if "dataloader" in results:
+        r = results["dataloader"]
+        rows.append(f"| data loading, {r['input'][0]}x{r['input'][1]}, B={r['batch']} x T={r['seq_len']} | "
+                    f"{r['loader_clips_per_s']:.1f} clips/s vs rvt-t training {r['rvt_t_train_clips_per_s']:.2f} "
+                    f"clips/s: **{r['ratio']:.0f}x** headroom |")
+    for r in results.get("model", []):
+        mem = r.get("peak_rss_mib", r.get("peak_gpu_mib"))
+        rows.append(f"| {r['model']} {r['size']} {r['device']}: forward / train step per window | "
+                    f"{r['forward_ms']:.1f} ms ({r['forward_fps']:.1f} fps) / {r['train_ms_per_window']:.1f} ms "
+                    f"({r['train_fps']:.1f} fps), peak {'GPU' if r['device'] == 'cuda' else 'RSS'} {mem:.0f} MiB |")
+    for r in results.get("inference", []):
+        rt = lambda ms: "real time" if r["representation_ms"] + ms <= 50 else "not real time"  # noqa: E731
+        rows.append(f"| {r['model']} 384x640 inference per 50 ms window: representation / PyTorch / ONNX Runtime | "
+                    f"{r['representation_ms']:.2f} / {r['pytorch_ms']:.0f} ({rt(r['pytorch_ms'])}) / "
+                    f"{r['onnx_ms']:.0f} ms ({rt(r['onnx_ms'])}) |")
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of " + ", ".join(BENCHES))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = f"yolo-etram benchmarks on {machine()}, python {platform.python_version()}"
+    print(header, flush=True)
+    results, seconds = {}, {}
+    for name in args.only.split(","):
+        print(f"\n== {name} ==", flush=True)
+        path = out / f"{name}.json"
+        t = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"bench_{name}.py"), "--json", str(path)],
+                       check=True, cwd=ROOT)
+        seconds[name] = round(time.perf_counter() - t, 1)
+        results[name] = json.loads(path.read_text())
+    (out / "bench.json").write_text(json.dumps({"machine": header, "seconds": seconds, **results}, indent=1))
+    print(f"\n{header}\n" + "\n".join(summary(results)))
+    print(f"\n{out / 'bench.json'}; " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
