@@ -26,6 +26,7 @@ bench: setup
 
 evidence: setup
 	$(PY) benchmarks/evidence_memory.py
+	$(PY) benchmarks/evidence_memory.py --models recurrent_more,reset_more
 
 clean:
 	rm -rf $(VENV) build *.egg-info

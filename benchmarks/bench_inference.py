@@ -10,6 +10,7 @@ one window (50 ms).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=30, help="windows timed per measurement")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.json:
+        args.json = str(Path(args.json).resolve())  # the run changes directory (exports land next to it)
 
     import onnxruntime as ort
     import torch
@@ -80,6 +83,8 @@ def main() -> None:
         for f in np_frames[:3]:
             runner(f)
         onnx_ms = median_ms(lambda: runner(np_frames[next(k) % len(np_frames)]), args.windows)
+        del runner  # ONNX Runtime's idle threads spin for a while and would slow the next model's PyTorch timing
+        gc.collect()
         row = {"model": f"rvt-{size}", "representation_ms": rep_ms, "pytorch_ms": torch_ms, "onnx_ms": onnx_ms}
         rows.append(row)
         verdict = lambda ms: "real time" if rep_ms + ms <= 50 else f"{(rep_ms + ms) / 50:.1f}x slower than real time"

@@ -42,7 +42,8 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=str(ROOT / "runs" / "evidence"))
     ap.add_argument("--data-dir", default=str(ROOT / "datasets"))
     ap.add_argument("--models", default="recurrent,reset,yolov8n",
-                    help="comma-separated runs: recurrent, reset, yolov8n, recurrent_more (after recurrent)")
+                    help="comma-separated runs: recurrent, reset, yolov8n; recurrent_more, reset_more (5 more epochs "
+                         "from the weights of recurrent / reset)")
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
 
@@ -117,6 +118,7 @@ def run_one(key: str, data: Path, out: Path, s: dict, epochs: int, seed: int) ->
         "yolov8n": ("yolov8n.yaml", data, s["batch"] * s["seq_len"]),
         # the recurrent run trained on for as many epochs again (is its memory still growing?)
         "recurrent_more": (str(out / "recurrent" / "weights" / "last.pt"), data, s["batch"]),
+        "reset_more": (str(out / "reset" / "weights" / "last.pt"), variant_yaml(data, out, memory=False), s["batch"]),
     }[key]
     run = out / key
     train_s = finished_training_s(run, epochs)
@@ -176,7 +178,8 @@ def recall_by_time_stopped(val_dir: Path, min_score: float = 0.05, min_iou: floa
 
 
 LABELS = {"recurrent": "rvt-t (recurrent)", "reset": "rvt-t, state reset every window", "yolov8n": "yolov8n (frames)",
-          "recurrent_more": "rvt-t (recurrent), 5 more epochs from its weights"}
+          "recurrent_more": "rvt-t (recurrent), 5 more epochs from its weights",
+          "reset_more": "rvt-t, state reset every window, 5 more epochs from its weights"}
 
 
 def table(results: dict) -> str:

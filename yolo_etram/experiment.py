@@ -53,6 +53,22 @@ def code_version() -> dict:
     return out
 
 
+def reset_peak_memory() -> None:
+    """Start this process's peak-memory count afresh (Linux ``clear_refs``; CUDA's peak stats), so that a run that
+    follows another in the same process records its own peak."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+    except ImportError:
+        pass
+
+
 def peak_memory_mib() -> dict:
     """Peak resident memory of this process (``VmHWM``; ``ru_maxrss`` would include the parent's) and of CUDA."""
     out: dict[str, float] = {}

@@ -126,7 +126,10 @@ class EventTrainer(DetectionTrainer):
     """
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks=None):
+        from yolo_etram.experiment import reset_peak_memory
+
         self.created_at = time.time()  # the experiment record's wall time counts set-up too
+        reset_peak_memory()  # and its peak memory is this run's, also after other runs in the same process
         super().__init__(cfg, event_overrides(overrides), _callbacks)
         check_event_args(self.args)
         use_all_cpu_threads(self.device)
