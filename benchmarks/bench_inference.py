@@ -14,6 +14,8 @@ import gc
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +40,18 @@ def main() -> None:
     args = ap.parse_args()
     if args.json:
         args.json = str(Path(args.json).resolve())  # the run changes directory (exports land next to it)
+    sizes = args.sizes.split(",")
+    if len(sizes) > 1:  # one process per model: an earlier model's ONNX Runtime session slowed the next one's PyTorch
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for size in sizes:
+                out = Path(tmp) / f"{size}.json"
+                subprocess.run([sys.executable, __file__, "--sizes", size, "--windows", str(args.windows),
+                                "--json", str(out)], check=True)
+                rows += json.loads(out.read_text())
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return
 
     import onnxruntime as ort
     import torch
