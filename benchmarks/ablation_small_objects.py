@@ -21,8 +21,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from evidence_memory import build_data  # noqa: E402  (same synthetic set-up, stock traffic, class groups)
 
-NAMES = {0: "pedestrian", 1: "vehicle", 2: "micromobility"}
 FULL = dict(width=320, height=192, duration_s=12.0, splits={"train": 6, "val": 2}, seq_len=5, epochs=3, batch=3,
             partition=[6, 10])
 QUICK = dict(width=128, height=96, duration_s=2.0, splits={"train": 2, "val": 1}, seq_len=3, epochs=1, batch=2,
@@ -33,25 +33,6 @@ VARIANTS = {  # name: (model YAML, size-aware loss)
     "3scale+size": ("rvt-t-3scale.yaml", {"a": 1.0, "tau": 256.0}),
     "4scale+size": ("rvt-t.yaml", {"a": 1.0, "tau": 256.0}),
 }
-
-
-def build_data(s: dict, data_dir: Path, quick: bool, seed: int) -> Path:
-    from yolo_etram.data.prepare import PrepareConfig, prepare_dataset
-    from yolo_etram.data.synthetic import SynthConfig, synthesize_dataset
-
-    tag = "ablation_quick" if quick else "ablation"
-    raw, prepared = data_dir / f"{tag}_raw", data_dir / tag
-    synthesize_dataset(raw, s["splits"], SynthConfig(width=s["width"], height=s["height"], duration_s=s["duration_s"],
-                                                     seed=seed))
-    prepare_dataset(raw, prepared, PrepareConfig(kind="etram", downsample=False), workers=2)
-    h = s["height"]
-    data = {"path": str(prepared), "train": "train", "val": "val", "names": NAMES, "channels": 20,
-            "groups": {"small": [0, 2], "other": [1]}, "seq_len": s["seq_len"], "sampling": "stream",
-            "partition": s["partition"],
-            "eval": {"skip_ts_us": 500_000, "min_box_diag": 30 * h // 360, "min_box_side": 10 * h // 360}}
-    path = prepared / "data.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def main(argv=None) -> int:
@@ -68,7 +49,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     epochs = args.epochs or s["epochs"]
     t0 = time.perf_counter()
-    data = build_data(s, Path(args.data_dir), args.quick, args.seed)
+    data = build_data(s, Path(args.data_dir), "ablation_quick" if args.quick else "ablation", args.seed,
+                      groups={"small": [0, 2], "other": [1]})
 
     from yolo_etram import EventYOLO
     from yolo_etram.experiment import compare_table, load_record

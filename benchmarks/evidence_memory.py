@@ -48,20 +48,20 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def build_data(s: dict, data_dir: Path, quick: bool, seed: int) -> Path:
-    """Synthesize and prepare stop-and-go traffic (skipped where already done); returns the data YAML."""
+def build_data(s: dict, data_dir: Path, tag: str, seed: int, traffic: dict | None = None, **keys) -> Path:
+    """Synthesize and prepare ``data_dir/<tag>`` (skipped where already done); returns its data YAML, with ``keys``
+    (e.g. ``groups``) added. ``traffic``: extra :class:`SynthConfig` settings."""
     from yolo_etram.data.prepare import PrepareConfig, prepare_dataset
     from yolo_etram.data.synthetic import SynthConfig, synthesize_dataset
 
-    tag = "evidence_quick" if quick else "evidence"
     raw, prepared = data_dir / f"{tag}_raw", data_dir / tag
-    cfg = SynthConfig(width=s["width"], height=s["height"], duration_s=s["duration_s"], seed=seed, **TRAFFIC)
+    cfg = SynthConfig(width=s["width"], height=s["height"], duration_s=s["duration_s"], seed=seed, **(traffic or {}))
     synthesize_dataset(raw, s["splits"], cfg)
     prepare_dataset(raw, prepared, PrepareConfig(kind="etram", downsample=False), workers=2)
     h = s["height"]
     data = {"path": str(prepared), "train": "train", "val": "val", "names": NAMES, "channels": 20,
             "seq_len": s["seq_len"], "sampling": "stream", "partition": s["partition"],
-            "eval": {"skip_ts_us": 500_000, "min_box_diag": 30 * h // 360, "min_box_side": 10 * h // 360}}
+            "eval": {"skip_ts_us": 500_000, "min_box_diag": 30 * h // 360, "min_box_side": 10 * h // 360}, **keys}
     path = prepared / "data.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
     out = Path(args.out + ("_quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    data = build_data(s, Path(args.data_dir), args.quick, args.seed)
+    data = build_data(s, Path(args.data_dir), "evidence_quick" if args.quick else "evidence", args.seed, TRAFFIC)
     epochs = args.epochs or s["epochs"]
     previous = out / "evidence.json"
     results = json.loads(previous.read_text())["results"] if previous.is_file() else {}  # runs of earlier calls stay
