@@ -16,15 +16,28 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent
 # 320x192 sensor: the model input needs no padding with partition (6, 10) (stage maps 48x80 ... 6x10)
-DEMO = dict(width=320, height=192, duration_s=12.0, splits={"train": 6, "val": 2, "test": 1}, seq_len=5, epochs=3, batch=3,
-            lr0=1e-3)  # 6 sequences in 3 slots: no slot idles (padded slots still cost compute)
-QUICK = dict(width=128, height=96, duration_s=2.0, splits={"train": 2, "val": 1, "test": 1}, seq_len=3, epochs=1, batch=2,
-             lr0=1e-3)
-NAMES = {0: "pedestrian", 1: "vehicle", 2: "micromobility"}
+DEMO = dict(
+    width=320,
+    height=192,
+    duration_s=12.0,
+    splits={"train": 6, "val": 2, "test": 1},
+    seq_len=5,
+    epochs=3,
+    batch=3,
+    lr0=1e-3,
+)  # 6 sequences in 3 slots: no slot idles (padded slots still cost compute)
+QUICK = dict(
+    width=128,
+    height=96,
+    duration_s=2.0,
+    splits={"train": 2, "val": 1, "test": 1},
+    seq_len=3,
+    epochs=1,
+    batch=2,
+    lr0=1e-3,
+)
 
 
 def parse_args(argv=None):
@@ -43,25 +56,16 @@ def parse_args(argv=None):
 
 def build_demo_data(s: dict, data_dir: Path, quick: bool, seed: int) -> Path:
     """Synthesize and prepare the demo data set (skipped where already done); returns its data YAML."""
-    from yolo_etram.data.prepare import PrepareConfig, prepare_dataset, summarize
-    from yolo_etram.data.synthetic import SynthConfig, synthesize_dataset
+    from yolo_etram.data.synth import SynthConfig, make_synthetic_dataset
 
     tag = "etram_synth_quick" if quick else "etram_synth_demo"
-    raw, prepared = data_dir / f"{tag}_raw", data_dir / tag
     n = s["splits"]
-    print(f"[data] synthesize {n['train']}+{n['val']}+{n['test']} recordings of {s['duration_s']:.0f} s at "
-          f"{s['width']}x{s['height']} -> {raw}")
-    synthesize_dataset(raw, n, SynthConfig(width=s["width"], height=s["height"], duration_s=s["duration_s"], seed=seed))
-    print(f"[data] prepare (RVT stacked histograms, 50 ms windows) -> {prepared}")
-    print(summarize(prepare_dataset(raw, prepared, PrepareConfig(kind="etram", downsample=False), workers=2)))
-    h, w = s["height"], s["width"]
-    data = {"path": str(prepared), "train": "train", "val": "val", "test": "test", "names": NAMES, "channels": 20,
-            "seq_len": s["seq_len"], "sampling": "stream",
-            "partition": [3, 4] if quick else [6, 10],
-            "eval": {"skip_ts_us": 500_000, "min_box_diag": 30 * h // 360, "min_box_side": 10 * h // 360}}
-    path = prepared / "data.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    print(
+        f"[data] synthesize {n['train']}+{n['val']}+{n['test']} recordings of {s['duration_s']:.0f} s at "
+        f"{s['width']}x{s['height']}, prepare RVT stacked histograms (50 ms windows) -> {data_dir / tag}"
+    )
+    cfg = SynthConfig(width=s["width"], height=s["height"], duration_s=s["duration_s"], seed=seed)
+    return make_synthetic_dataset(data_dir / tag, n, cfg, seq_len=s["seq_len"], partition=[3, 4] if quick else [6, 10])
 
 
 def main(argv=None) -> int:
@@ -77,24 +81,45 @@ def main(argv=None) -> int:
     name = "demo_quick" if args.quick else "demo"
     print(f"[train] {args.model} on {data}: {epochs} epochs, {batch} stream slots")
     model = EventYOLO(args.model)
-    model.train(data=str(data), epochs=epochs, batch=batch, lr0=s["lr0"], workers=2, imgsz=max(s["width"], s["height"]),
-                project=args.project, name=name, exist_ok=True, seed=args.seed, plots=True, save_json=True,
-                val=args.data is not None)  # the synthetic demo validates once, at the end: CPU time goes to training
+    model.train(
+        data=str(data),
+        epochs=epochs,
+        batch=batch,
+        lr0=s["lr0"],
+        workers=2,
+        imgsz=max(s["width"], s["height"]),
+        project=args.project,
+        name=name,
+        exist_ok=True,
+        seed=args.seed,
+        plots=True,
+        save_json=True,
+        val=args.data is not None,
+    )  # the synthetic demo validates once, at the end: CPU time goes to training
     run = Path(model.trainer.save_dir)
     results = {"val": model.trainer.metrics}  # the final validation of best.pt (Prophesee .npy files in the run)
     if args.test:
         print("[test] best.pt on the test split")
-        m = EventYOLO(str(run / "weights" / "best.pt")).val(data=str(data), split="test", batch=batch, save_json=True,
-                                                           project=args.project, name=f"{name}_test", exist_ok=True)
+        m = EventYOLO(str(run / "weights" / "best.pt")).val(
+            data=str(data),
+            split="test",
+            batch=batch,
+            save_json=True,
+            project=args.project,
+            name=f"{name}_test",
+            exist_ok=True,
+        )
         results["test"] = m.results_dict
 
     print("\nSummary")
     print(f"  data      {data}")
     print(f"  run       {run}  (weights/best.pt, results.csv, plots)")
     for split, r in results.items():
-        print(f"  {split:5s}     Prophesee AP {r['prophesee/AP']:.3f}  AP50 {r['prophesee/AP_50']:.3f}  "
-              f"AP75 {r['prophesee/AP_75']:.3f}  class-agnostic AP {r['prophesee/AP_all']:.3f}  "
-              f"(Ultralytics mAP50-95 {r['metrics/mAP50-95(B)']:.3f})")
+        print(
+            f"  {split:5s}     Prophesee AP {r['prophesee/AP']:.3f}  AP50 {r['prophesee/AP_50']:.3f}  "
+            f"AP75 {r['prophesee/AP_75']:.3f}  class-agnostic AP {r['prophesee/AP_all']:.3f}  "
+            f"(Ultralytics mAP50-95 {r['metrics/mAP50-95(B)']:.3f})"
+        )
     print(f"  time      {time.perf_counter() - t0:.0f} s")
     return 0
 

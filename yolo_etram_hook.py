@@ -44,8 +44,8 @@ def install() -> bool:
     if os.path.basename(sys.argv[0] if sys.argv else "") not in CLI_NAMES:
         return False
     if not any(isinstance(h, _ActivateAfterUltralyticsCfg) for h in sys.meta_path):
-        os.environ.setdefault("YOLO_OFFLINE", "1")  # before Ultralytics probes the network at import
-        os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+        import yolo_etram  # noqa: F401  (sets the offline defaults before Ultralytics probes the network at import)
+
         sys.meta_path.insert(0, _ActivateAfterUltralyticsCfg())
     return True
 

@@ -23,10 +23,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from evidence_memory import build_data  # noqa: E402  (same synthetic set-up, stock traffic, class groups)
 
-FULL = dict(width=320, height=192, duration_s=12.0, splits={"train": 6, "val": 2}, seq_len=5, epochs=3, batch=3,
-            partition=[6, 10])
-QUICK = dict(width=128, height=96, duration_s=2.0, splits={"train": 2, "val": 1}, seq_len=3, epochs=1, batch=2,
-             partition=[3, 4])
+FULL = dict(
+    width=320,
+    height=192,
+    duration_s=12.0,
+    splits={"train": 6, "val": 2},
+    seq_len=5,
+    epochs=3,
+    batch=3,
+    partition=[6, 10],
+)
+QUICK = dict(
+    width=128, height=96, duration_s=2.0, splits={"train": 2, "val": 1}, seq_len=3, epochs=1, batch=2, partition=[3, 4]
+)
 VARIANTS = {  # name: (model YAML, size-aware loss)
     "3scale": ("rvt-t-3scale.yaml", None),
     "4scale": ("rvt-t.yaml", None),
@@ -49,11 +58,16 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     epochs = args.epochs or s["epochs"]
     t0 = time.perf_counter()
-    data = build_data(s, Path(args.data_dir), "ablation_quick" if args.quick else "ablation", args.seed,
-                      groups={"small": [0, 2], "other": [1]})
+    data = build_data(
+        s,
+        Path(args.data_dir),
+        "ablation_quick" if args.quick else "ablation",
+        args.seed,
+        groups={"small": [0, 2], "other": [1]},
+    )
 
     from yolo_etram import EventYOLO
-    from yolo_etram.experiment import compare_table, load_record
+    from yolo_etram.metrics.records import compare_table, load_record
 
     runs = []
     for name in args.variants.split(","):
@@ -64,9 +78,20 @@ def main(argv=None) -> int:
         variant = out / f"data_{name}.yaml"
         variant.write_text(yaml.safe_dump(d, sort_keys=False))
         print(f"[ablation] {name}: {model_yaml}, size-aware loss {size_aware or 'off'}, {epochs} epochs")
-        EventYOLO(model_yaml).train(data=str(variant), epochs=epochs, batch=s["batch"], lr0=1e-3, workers=2,
-                                    imgsz=max(s["width"], s["height"]), project=str(out), name=name, exist_ok=True,
-                                    seed=args.seed, plots=True, val=False)
+        EventYOLO(model_yaml).train(
+            data=str(variant),
+            epochs=epochs,
+            batch=s["batch"],
+            lr0=1e-3,
+            workers=2,
+            imgsz=max(s["width"], s["height"]),
+            project=str(out),
+            name=name,
+            exist_ok=True,
+            seed=args.seed,
+            plots=True,
+            val=False,
+        )
         runs.append(out / name)
     records = [load_record(r) for r in runs]
     table = compare_table(records)

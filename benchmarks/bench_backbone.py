@@ -8,6 +8,7 @@ Timings alternate between the two models and report the median, so background lo
     python benchmarks/bench_backbone.py                  # CPU (and CUDA if present), tiny/small/base
     python benchmarks/bench_backbone.py --iters 10 --sizes tiny --devices cpu
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,8 @@ import copy
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List
 
 import torch
 import torch.nn as nn
@@ -24,7 +25,7 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recurrent import RecurrentMaxViT, rvt_base, rvt_small, rvt_tiny  # noqa: E402
 
-FACTORIES = {'tiny': rvt_tiny, 'small': rvt_small, 'base': rvt_base}
+FACTORIES = {"tiny": rvt_tiny, "small": rvt_small, "base": rvt_base}
 
 
 class ReferenceSelfAttentionCl(nn.Module):
@@ -34,7 +35,7 @@ class ReferenceSelfAttentionCl(nn.Module):
         super().__init__()
         self.num_heads = dim // dim_head
         self.dim_head = dim_head
-        self.scale = dim_head ** -0.5
+        self.scale = dim_head**-0.5
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
@@ -59,7 +60,7 @@ def with_reference_attention(model: RecurrentMaxViT) -> RecurrentMaxViT:
 
 
 def sync(device: torch.device) -> None:
-    if device.type == 'cuda':
+    if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -67,6 +68,7 @@ def forward_step(model: RecurrentMaxViT, x: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
         with torch.no_grad():
             model(x)
+
     return run
 
 
@@ -74,17 +76,19 @@ def train_step(model: RecurrentMaxViT, x: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
         model.zero_grad(set_to_none=True)
         sum(f.float().mean() for f in model(x)).backward()
+
     return run
 
 
 def time_alternating(
-        steps: Dict[str, Callable[[], None]], iters: int, warmup: int, device: torch.device) -> Dict[str, float]:
+    steps: dict[str, Callable[[], None]], iters: int, warmup: int, device: torch.device
+) -> dict[str, float]:
     """Median seconds per call of each step, calls interleaved, after ``warmup`` untimed calls each.
 
     On CPU the first few training steps are several times slower (the allocator is still returning and
     re-faulting the large activation and gradient buffers), hence the warm-up.
     """
-    times: Dict[str, List[float]] = {name: [] for name in steps}
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(warmup):
         for step in steps.values():
             step()
@@ -106,43 +110,49 @@ def bench(size: str, device: torch.device, iters: int, warmup: int, height: int,
 
     ours.eval(), ref.eval()
     with torch.no_grad():
-        diff = max((a - b).abs().max().item() for a, b in zip(
-            ours.forward_with_states(x)[0], ref.forward_with_states(x)[0]))
-    fwd = time_alternating({'ours': forward_step(ours, x), 'ref': forward_step(ref, x)}, iters, warmup, device)
+        diff = max(
+            (a - b).abs().max().item() for a, b in zip(ours.forward_with_states(x)[0], ref.forward_with_states(x)[0])
+        )
+    fwd = time_alternating({"ours": forward_step(ours, x), "ref": forward_step(ref, x)}, iters, warmup, device)
     ours.train(), ref.train()
-    fwd_bwd = time_alternating({'ours': train_step(ours, x), 'ref': train_step(ref, x)}, iters, warmup, device)
+    fwd_bwd = time_alternating({"ours": train_step(ours, x), "ref": train_step(ref, x)}, iters, warmup, device)
 
     params = sum(p.numel() for p in ours.parameters()) / 1e6
-    for label, t in (('forward', fwd), ('fwd+bwd', fwd_bwd)):
-        print(f'{size:>5} {params:6.2f}M {device.type:>4} {label:>8}: ours {t["ours"] * 1e3:8.1f} ms '
-              f'({1 / t["ours"]:6.2f} frames/s) | reference {t["ref"] * 1e3:8.1f} ms '
-              f'({1 / t["ref"]:6.2f} frames/s) | ref/ours {t["ref"] / t["ours"]:5.2f}x')
-    print(f'{size:>5} max |ours - reference| over stage outputs: {diff:.2e}')
+    for label, t in (("forward", fwd), ("fwd+bwd", fwd_bwd)):
+        print(
+            f"{size:>5} {params:6.2f}M {device.type:>4} {label:>8}: ours {t['ours'] * 1e3:8.1f} ms "
+            f"({1 / t['ours']:6.2f} frames/s) | reference {t['ref'] * 1e3:8.1f} ms "
+            f"({1 / t['ref']:6.2f} frames/s) | ref/ours {t['ref'] / t['ours']:5.2f}x"
+        )
+    print(f"{size:>5} max |ours - reference| over stage outputs: {diff:.2e}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--iters', type=int, default=3, help='timed calls per measurement (median reported)')
-    parser.add_argument('--warmup', type=int, default=3, help='untimed calls before timing')
-    parser.add_argument('--sizes', nargs='+', default=list(FACTORIES), choices=list(FACTORIES))
-    parser.add_argument('--devices', nargs='+', default=None, help='default: cpu, and cuda when available')
-    parser.add_argument('--height', type=int, default=384)
-    parser.add_argument('--width', type=int, default=640)
-    parser.add_argument('--threads', type=int, default=None, help='torch.set_num_threads (default: torch default)')
+    parser.add_argument("--iters", type=int, default=3, help="timed calls per measurement (median reported)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls before timing")
+    parser.add_argument("--sizes", nargs="+", default=list(FACTORIES), choices=list(FACTORIES))
+    parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when available")
+    parser.add_argument("--height", type=int, default=384)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch default)")
     args = parser.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    devices = args.devices or (['cpu', 'cuda'] if torch.cuda.is_available() else ['cpu'])
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads, '
-          f'devices: {", ".join(devices)}'
-          + (f' ({torch.cuda.get_device_name(0)})' if 'cuda' in devices else ''))
-    print(f'input 1x20x{args.height}x{args.width}, batch 1, one step per call, partition (6, 10), '
-          f'median of {args.iters} after {args.warmup} warm-up calls')
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"devices: {', '.join(devices)}" + (f" ({torch.cuda.get_device_name(0)})" if "cuda" in devices else "")
+    )
+    print(
+        f"input 1x20x{args.height}x{args.width}, batch 1, one step per call, partition (6, 10), "
+        f"median of {args.iters} after {args.warmup} warm-up calls"
+    )
     for device in devices:
         for size in args.sizes:
             bench(size, torch.device(device), args.iters, args.warmup, args.height, args.width)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -16,8 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -33,21 +31,33 @@ def main() -> int:
 
     import torch
 
-    from yolo_etram.data.prepare import PrepareConfig, prepare_dataset
-    from yolo_etram.data.synthetic import SynthConfig, synthesize_dataset
+    from yolo_etram.data.synth import SynthConfig, make_synthetic_dataset
     from yolo_etram.train import EventTrainer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_dataloader_"))
-    synthesize_dataset(tmp / "raw", {"train": args.batch, "val": 1},
-                       SynthConfig(width=640, height=360, duration_s=8.0, seed=4), progress=False)
-    prepare_dataset(tmp / "raw", tmp / "prepared", PrepareConfig(kind="etram", downsample=False), workers=2,
-                    progress=False)
-    data = tmp / "data.yaml"
-    data.write_text(yaml.safe_dump({"path": str(tmp / "prepared"), "train": "train", "val": "val",
-                                    "names": {0: "pedestrian", 1: "vehicle", 2: "micromobility"}, "channels": 20,
-                                    "seq_len": args.seq_len, "sampling": "stream", "partition": [6, 10]}))
-    trainer = EventTrainer(overrides=dict(model="rvt-t.yaml", data=str(data), batch=args.batch, workers=args.workers,
-                                          project=str(tmp), name="t", exist_ok=True, plots=False, verbose=False))
+    cfg = SynthConfig(width=640, height=360, duration_s=8.0, seed=4)
+    data = make_synthetic_dataset(
+        tmp / "prepared",
+        {"train": args.batch, "val": 1},
+        cfg,
+        raw=tmp / "raw",
+        seq_len=args.seq_len,
+        partition=[6, 10],
+        progress=False,
+    )
+    trainer = EventTrainer(
+        overrides=dict(
+            model="rvt-t.yaml",
+            data=str(data),
+            batch=args.batch,
+            workers=args.workers,
+            project=str(tmp),
+            name="t",
+            exist_ok=True,
+            plots=False,
+            verbose=False,
+        )
+    )
     trainer.data = trainer.get_dataset()
     trainer.model = trainer.get_model("rvt-t.yaml", verbose=False)
     trainer.set_model_attributes()
@@ -75,12 +85,20 @@ def main() -> int:
             steps.append(time.perf_counter() - t)
     step_s = sorted(steps)[len(steps) // 2]
     clips_consumed = args.batch / step_s
-    result = {"input": list(first["img"].shape[-2:]), "batch": args.batch, "seq_len": args.seq_len,
-              "workers": args.workers, "loader_clips_per_s": round(clips_loaded, 2),
-              "rvt_t_train_clips_per_s": round(clips_consumed, 3), "ratio": round(clips_loaded / clips_consumed, 1)}
-    print(f"data loading, {result['input'][0]}x{result['input'][1]} histograms, B={args.batch} x T={args.seq_len}, "
-          f"{args.workers} workers: {clips_loaded:.1f} clips/s; rvt-t training consumes {clips_consumed:.2f} clips/s: "
-          f"loader {result['ratio']:.0f}x faster than the model (target >= 3x)")
+    result = {
+        "input": list(first["img"].shape[-2:]),
+        "batch": args.batch,
+        "seq_len": args.seq_len,
+        "workers": args.workers,
+        "loader_clips_per_s": round(clips_loaded, 2),
+        "rvt_t_train_clips_per_s": round(clips_consumed, 3),
+        "ratio": round(clips_loaded / clips_consumed, 1),
+    }
+    print(
+        f"data loading, {result['input'][0]}x{result['input'][1]} histograms, B={args.batch} x T={args.seq_len}, "
+        f"{args.workers} workers: {clips_loaded:.1f} clips/s; rvt-t training consumes {clips_consumed:.2f} clips/s: "
+        f"loader {result['ratio']:.0f}x faster than the model (target >= 3x)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0

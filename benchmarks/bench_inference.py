@@ -46,8 +46,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for size in sizes:
                 out = Path(tmp) / f"{size}.json"
-                subprocess.run([sys.executable, __file__, "--sizes", size, "--windows", str(args.windows),
-                                "--json", str(out)], check=True)
+                subprocess.run(
+                    [sys.executable, __file__, "--sizes", size, "--windows", str(args.windows), "--json", str(out)],
+                    check=True,
+                )
                 rows += json.loads(out.read_text())
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1))
@@ -59,17 +61,18 @@ def main() -> None:
     from yolo_etram import EventYOLO
     from yolo_etram.data.io import EventReader
     from yolo_etram.data.representation import StackedHistogram
-    from yolo_etram.data.synthetic import SynthConfig, synthesize_recording
-    from yolo_etram.export import StatefulOnnxModel
+    from yolo_etram.data.synth import SynthConfig, synthesize_recording
+    from yolo_etram.nn.exported import StatefulOnnxModel
 
     torch.set_num_threads(os.cpu_count() or 1)
-    print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {os.cpu_count()} CPU threads, "
-          f"{platform.machine()}")
+    print(
+        f"torch {torch.__version__}, onnxruntime {ort.__version__}, {os.cpu_count()} CPU threads, {platform.machine()}"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="bench_inference_"))
     os.chdir(tmp)  # exports are written next to the working directory
     rec = tmp / "rec"
     synthesize_recording(rec, SynthConfig(width=1280, height=720, duration_s=4.0, seed=1))
-    rep = StackedHistogram(720, 1280, downsample=True)
+    rep = StackedHistogram(720, 1280, downsample=2)
     with EventReader(f"{rec}_td.h5") as reader:
         t_ends = np.arange(100_000, 4_000_001, 50_000)
         windows = list(reader.iter_windows(t_ends, 50_000))
@@ -96,15 +99,17 @@ def main() -> None:
         np_frames = [f.numpy() for f in frames]
         for f in np_frames[:3]:
             runner(f)
-        onnx_ms = median_ms(lambda: runner(np_frames[next(k) % len(np_frames)]), args.windows)
+        onnx_ms = median_ms(lambda: runner(np_frames[next(k) % len(np_frames)]), args.windows)  # noqa: F821
         del runner  # ONNX Runtime's idle threads spin for a while and would slow the next model's PyTorch timing
         gc.collect()
         row = {"model": f"rvt-{size}", "representation_ms": rep_ms, "pytorch_ms": torch_ms, "onnx_ms": onnx_ms}
         rows.append(row)
         verdict = lambda ms: "real time" if rep_ms + ms <= 50 else f"{(rep_ms + ms) / 50:.1f}x slower than real time"
-        print(f"rvt-{size}: PyTorch step {torch_ms:.0f} ms ({verdict(torch_ms)}), "
-              f"ONNX Runtime step {onnx_ms:.0f} ms ({verdict(onnx_ms)}); representation/step "
-              f"{rep_ms / torch_ms * 100:.1f}%")
+        print(
+            f"rvt-{size}: PyTorch step {torch_ms:.0f} ms ({verdict(torch_ms)}), "
+            f"ONNX Runtime step {onnx_ms:.0f} ms ({verdict(onnx_ms)}); representation/step "
+            f"{rep_ms / torch_ms * 100:.1f}%"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -39,14 +39,14 @@ def measure(model_name: str, size: str, device: str, iters: int, seq_len: int, b
     from ultralytics.cfg import get_cfg
 
     sys.path.insert(0, str(ROOT))
-    from yolo_etram.model import RecurrentDetectionModel
-    from yolo_etram.train import set_partition
+    from yolo_etram.nn import EventDetectionModel, set_partition
 
     torch.set_num_threads(os.cpu_count() or 1)
     h, w = (int(v) for v in size.split("x"))
     event = {"channels": 20, "nbins": 10}
-    model = RecurrentDetectionModel({**RecurrentDetectionModel(f"{model_name}.yaml", verbose=False).yaml,
-                                     "event": event}, ch=20, nc=3, verbose=False).to(device)
+    model = EventDetectionModel(
+        {**EventDetectionModel(f"{model_name}.yaml", verbose=False).yaml, "event": event}, ch=20, nc=3, verbose=False
+    ).to(device)
     model.args = get_cfg()  # the loss reads its gains (box, cls, dfl) from the training arguments
     if model_name.startswith("rvt"):
         if h % (32 * 6) or w % (32 * 10):
@@ -73,10 +73,13 @@ def measure(model_name: str, size: str, device: str, iters: int, seq_len: int, b
 
     clip = torch.rand(batch_size, seq_len, 20, h, w, device=device) * 4
     n_boxes, frames = 4, batch_size * seq_len
-    batch = {"img": clip, "cls": torch.zeros(n_boxes * frames, 1, device=device),
-             "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]], device=device).repeat(n_boxes * frames, 1),
-             "batch_idx": torch.arange(frames, device=device).repeat_interleave(n_boxes).float(),
-             "labeled": torch.ones(frames, dtype=torch.bool, device=device)}
+    batch = {
+        "img": clip,
+        "cls": torch.zeros(n_boxes * frames, 1, device=device),
+        "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]], device=device).repeat(n_boxes * frames, 1),
+        "batch_idx": torch.arange(frames, device=device).repeat_interleave(n_boxes).float(),
+        "labeled": torch.ones(frames, dtype=torch.bool, device=device),
+    }
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
 
@@ -88,11 +91,19 @@ def measure(model_name: str, size: str, device: str, iters: int, seq_len: int, b
 
     train_ms = timed(train_step, max(2, iters // 2)) / frames
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mib()
-    return {"model": model_name, "size": size, "device": device, "forward_ms": round(fwd_ms, 2),
-            "forward_fps": round(1000 / fwd_ms, 1), "train_ms_per_window": round(train_ms, 2),
-            "train_fps": round(1000 / train_ms, 1), "seq_len": seq_len, "batch": batch_size,
-            ("peak_gpu_mib" if device == "cuda" else "peak_rss_mib"): round(peak, 0),
-            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3)}
+    return {
+        "model": model_name,
+        "size": size,
+        "device": device,
+        "forward_ms": round(fwd_ms, 2),
+        "forward_fps": round(1000 / fwd_ms, 1),
+        "train_ms_per_window": round(train_ms, 2),
+        "train_fps": round(1000 / train_ms, 1),
+        "seq_len": seq_len,
+        "batch": batch_size,
+        ("peak_gpu_mib" if device == "cuda" else "peak_rss_mib"): round(peak, 0),
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+    }
 
 
 def main() -> int:
@@ -115,24 +126,43 @@ def main() -> int:
     import torch
 
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPU threads, {platform.processor() or platform.machine()}"
-          + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPU threads, {platform.processor() or platform.machine()}"
+        + (f", {torch.cuda.get_device_name()}" if "cuda" in devices else "")
+    )
     rows = []
     for device in devices:
         for size in args.sizes.split(","):
             for name in args.models.split(","):
-                out = subprocess.run([sys.executable, __file__, "--child", name, size, device, "--iters", str(args.iters),
-                                      "--seq-len", str(args.seq_len), "--batch", str(args.batch)],
-                                     capture_output=True, text=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        name,
+                        size,
+                        device,
+                        "--iters",
+                        str(args.iters),
+                        "--seq-len",
+                        str(args.seq_len),
+                        "--batch",
+                        str(args.batch),
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
                 if out.returncode:
                     print(f"{name} {size} {device}: failed\n{out.stderr[-2000:]}")
                     continue
                 row = json.loads(out.stdout.strip().splitlines()[-1])
                 rows.append(row)
                 mem = row.get("peak_rss_mib", row.get("peak_gpu_mib"))
-                print(f"{name:8s} {size:8s} {device:4s}  forward {row['forward_ms']:7.1f} ms ({row['forward_fps']:6.1f} "
-                      f"fps)  train {row['train_ms_per_window']:7.1f} ms/window ({row['train_fps']:5.1f} fps)  "
-                      f"peak {'GPU' if device == 'cuda' else 'RSS'} {mem:.0f} MiB")
+                print(
+                    f"{name:8s} {size:8s} {device:4s}  forward {row['forward_ms']:7.1f} ms ({row['forward_fps']:6.1f} "
+                    f"fps)  train {row['train_ms_per_window']:7.1f} ms/window ({row['train_fps']:5.1f} fps)  "
+                    f"peak {'GPU' if device == 'cuda' else 'RSS'} {mem:.0f} MiB"
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

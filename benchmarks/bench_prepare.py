@@ -26,10 +26,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 def reference_prepare(raw: Path, out: Path) -> None:
     """RVT's algorithm written plainly: load all events, repair time, then one torch histogram per window."""
     import h5py
-
     from rvt_reference import rvt_prepare_events
+
     from yolo_etram.data.io import blosc, find_recordings, load_boxes, open_h5
-    from yolo_etram.data.labels import DATASET_KINDS, filter_boxes, select_label_frames
+    from yolo_etram.data.labels import DATASET_KINDS, apply_label_filters, select_label_frames
 
     kind = DATASET_KINDS["etram"]
     for split in ("train", "val", "test"):
@@ -40,12 +40,14 @@ def reference_prepare(raw: Path, out: Path) -> None:
                 g = f["events"]
                 x, y, p, t = (g[k][:].astype(np.int64) for k in ("x", "y", "p", "t"))
                 h, w = int(g["height"][()]), int(g["width"][()])
-            frames = select_label_frames(filter_boxes(load_boxes(bb_path), kind, h, w, split == "train"), kind)
-            hist = rvt_prepare_events(x, y, p, t, frames.window_t, h, w, downsample=True)
+            frames = select_label_frames(apply_label_filters(load_boxes(bb_path), kind, h, w, split == "train"), kind)
+            hist = rvt_prepare_events(x, y, p, t, frames.window_t, h, w, downsample=2)
             d = out / split / name
             d.mkdir(parents=True, exist_ok=True)
             with h5py.File(d / "event_representations_ds2_nearest.h5", "w") as f:
-                ds = f.create_dataset("data", shape=hist.shape, dtype=np.uint8, chunks=(1, *hist.shape[1:]), **dict(blosc("zstd")))
+                ds = f.create_dataset(
+                    "data", shape=hist.shape, dtype=np.uint8, chunks=(1, *hist.shape[1:]), **dict(blosc("zstd"))
+                )
                 for i in range(len(hist)):
                     ds[i] = hist[i]
 
@@ -67,7 +69,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from yolo_etram.data.prepare import PrepareConfig, prepare_dataset
-    from yolo_etram.data.synthetic import SynthConfig, synthesize_dataset
+    from yolo_etram.data.synth import SynthConfig, synthesize_dataset
 
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.processor() or platform.machine()}")
     tmp = Path(tempfile.mkdtemp(prefix="bench_prepare_"))
@@ -83,16 +85,25 @@ def main() -> None:
     reference_prepare(raw, tmp / "ref")
     ref_s = time.perf_counter() - t
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "yolo_etram.data.prepare", str(raw), str(tmp / "cmd"), "--workers", "1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "yolo_etram.data.prepare", str(raw), str(tmp / "cmd"), "--workers", "1"],
+        check=True,
+        capture_output=True,
+    )
     cmd_s = time.perf_counter() - t
 
     peaks = {}
     for seconds in (args.seconds / 2, args.seconds * 2):
         r = tmp / f"raw_{seconds:g}"
-        synthesize_dataset(r, {"train": 1}, SynthConfig(width=1280, height=720, duration_s=seconds, seed=2), progress=False)
-        out = subprocess.run([sys.executable, "-c", PEAK, str(r), str(tmp / f"peak_{seconds:g}")],
-                             check=True, capture_output=True, text=True).stdout
+        synthesize_dataset(
+            r, {"train": 1}, SynthConfig(width=1280, height=720, duration_s=seconds, seed=2), progress=False
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", PEAK, str(r), str(tmp / f"peak_{seconds:g}")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         peaks[seconds] = int(out.split()[-1]) / 1024
 
     result = {
@@ -106,7 +117,10 @@ def main() -> None:
     }
     print(f"prepare, 1280x720 -> 640x360, {result['windows']} windows, {n_ours / 1e6:.1f} M events, one process:")
     print(f"  ours       {result['ours_events_per_s'] / 1e6:6.1f} M events/s  ({ours_s:.2f} s)")
-    print(f"  reference  {result['reference_events_per_s'] / 1e6:6.1f} M events/s  ({ref_s:.2f} s)   ratio {result['speedup']:.1f}x")
+    print(
+        f"  reference  {result['reference_events_per_s'] / 1e6:6.1f} M events/s  ({ref_s:.2f} s)   "
+        f"ratio {result['speedup']:.1f}x"
+    )
     print(f"  whole command (python -m yolo_etram.data.prepare, start-up included): {cmd_s:.2f} s")
     print("  peak memory: " + ", ".join(f"{k} recording {v} MiB" for k, v in result["peak_rss_mib"].items()))
     if args.json:

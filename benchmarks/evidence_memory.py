@@ -25,11 +25,19 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-NAMES = {0: "pedestrian", 1: "vehicle", 2: "micromobility"}
-FULL = dict(width=320, height=192, duration_s=12.0, splits={"train": 6, "val": 2}, seq_len=10, epochs=5, batch=3,
-            partition=[6, 10])
-QUICK = dict(width=128, height=96, duration_s=3.0, splits={"train": 2, "val": 1}, seq_len=3, epochs=1, batch=2,
-             partition=[3, 4])
+FULL = dict(
+    width=320,
+    height=192,
+    duration_s=12.0,
+    splits={"train": 6, "val": 2},
+    seq_len=10,
+    epochs=5,
+    batch=3,
+    partition=[6, 10],
+)
+QUICK = dict(
+    width=128, height=96, duration_s=3.0, splits={"train": 2, "val": 1}, seq_len=3, epochs=1, batch=2, partition=[3, 4]
+)
 # more and longer stops than the default traffic (the case the experiment is about), fewer objects parked since before
 # the recording (they never emit events: no event model can see them)
 TRAFFIC = dict(stop_prob=0.7, stop_duration_s=(2.0, 6.0), static_objects=0.2)
@@ -41,9 +49,12 @@ def parse_args(argv=None):
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--out", default=str(ROOT / "runs" / "evidence"))
     ap.add_argument("--data-dir", default=str(ROOT / "datasets"))
-    ap.add_argument("--models", default="recurrent,reset,yolov8n",
-                    help="comma-separated runs: recurrent, reset, yolov8n; recurrent_more, reset_more (5 more epochs "
-                         "from the weights of recurrent / reset)")
+    ap.add_argument(
+        "--models",
+        default="recurrent,reset,yolov8n",
+        help="comma-separated runs: recurrent, reset, yolov8n; recurrent_more, reset_more (5 more epochs "
+        "from the weights of recurrent / reset)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
 
@@ -51,20 +62,12 @@ def parse_args(argv=None):
 def build_data(s: dict, data_dir: Path, tag: str, seed: int, traffic: dict | None = None, **keys) -> Path:
     """Synthesize and prepare ``data_dir/<tag>`` (skipped where already done); returns its data YAML, with ``keys``
     (e.g. ``groups``) added. ``traffic``: extra :class:`SynthConfig` settings."""
-    from yolo_etram.data.prepare import PrepareConfig, prepare_dataset
-    from yolo_etram.data.synthetic import SynthConfig, synthesize_dataset
+    from yolo_etram.data.synth import SynthConfig, make_synthetic_dataset
 
-    raw, prepared = data_dir / f"{tag}_raw", data_dir / tag
     cfg = SynthConfig(width=s["width"], height=s["height"], duration_s=s["duration_s"], seed=seed, **(traffic or {}))
-    synthesize_dataset(raw, s["splits"], cfg)
-    prepare_dataset(raw, prepared, PrepareConfig(kind="etram", downsample=False), workers=2)
-    h = s["height"]
-    data = {"path": str(prepared), "train": "train", "val": "val", "names": NAMES, "channels": 20,
-            "seq_len": s["seq_len"], "sampling": "stream", "partition": s["partition"],
-            "eval": {"skip_ts_us": 500_000, "min_box_diag": 30 * h // 360, "min_box_side": 10 * h // 360}, **keys}
-    path = prepared / "data.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return make_synthetic_dataset(
+        data_dir / tag, s["splits"], cfg, seq_len=s["seq_len"], partition=s["partition"], **keys
+    )
 
 
 def variant_yaml(data: Path, out: Path, **changes) -> Path:
@@ -109,7 +112,7 @@ def finished_training_s(run: Path, epochs: int) -> float | None:
 
 def run_one(key: str, data: Path, out: Path, s: dict, epochs: int, seed: int) -> dict:
     from yolo_etram import EventYOLO
-    from yolo_etram.model import fit_to_multiple
+    from yolo_etram.utils.sizes import round_up
 
     model_yaml, data_yaml, batch = {
         "recurrent": ("rvt-t.yaml", data, s["batch"]),
@@ -125,24 +128,53 @@ def run_one(key: str, data: Path, out: Path, s: dict, epochs: int, seed: int) ->
     if train_s is None:  # trained runs are kept: re-running the script only validates them again
         t0 = time.perf_counter()
         model = EventYOLO(model_yaml)
-        model.train(data=str(data_yaml), epochs=epochs, batch=batch, lr0=1e-3, workers=2,
-                    imgsz=max(s["width"], s["height"]), project=str(out), name=key, exist_ok=True, seed=seed,
-                    plots=False, val=False)
+        model.train(
+            data=str(data_yaml),
+            epochs=epochs,
+            batch=batch,
+            lr0=1e-3,
+            workers=2,
+            imgsz=max(s["width"], s["height"]),
+            project=str(out),
+            name=key,
+            exist_ok=True,
+            seed=seed,
+            plots=False,
+            val=False,
+        )
         train_s = time.perf_counter() - t0
     best = EventYOLO(str(run / "weights" / "last.pt"))
-    best.val(data=str(data_yaml), batch=s["batch"], save_json=True, plots=True, project=str(out), name=f"{key}_val",
-             exist_ok=True)
+    best.val(
+        data=str(data_yaml),
+        batch=s["batch"],
+        save_json=True,
+        plots=True,
+        project=str(out),
+        name=f"{key}_val",
+        exist_ok=True,
+    )
     metrics = json.loads((out / f"{key}_val" / "metrics.json").read_text())
-    hw = fit_to_multiple((s["height"], s["width"]), best.model.input_multiple)
+    hw = round_up((s["height"], s["width"]), best.model.input_multiple)
     recall = recall_by_time_stopped(out / f"{key}_val")
-    return {"recall_by_time_stopped": recall, "model": model_yaml, "data": str(data_yaml), "batch": batch, "epochs": epochs, "train_s": round(train_s, 1),
-            "step_ms": round(step_ms(best, hw), 2), "input_hw": list(hw), "prophesee": metrics}
+    return {
+        "recall_by_time_stopped": recall,
+        "model": model_yaml,
+        "data": str(data_yaml),
+        "batch": batch,
+        "epochs": epochs,
+        "train_s": round(train_s, 1),
+        "step_ms": round(step_ms(best, hw), 2),
+        "input_hw": list(hw),
+        "prophesee": metrics,
+    }
 
 
 STILL_EDGES_S = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, float("inf"))
 
 
-def recall_by_time_stopped(val_dir: Path, min_score: float = 0.05, min_iou: float = 0.5, skip_us: int = 500_000) -> dict:
+def recall_by_time_stopped(
+    val_dir: Path, min_score: float = 0.05, min_iou: float = 0.5, skip_us: int = 500_000
+) -> dict:
     """Share of ground-truth boxes found (a prediction at the same time with IoU >= ``min_iou``, any class, score >=
     ``min_score``): for moving objects, for stopped ones by time since they stopped, and for parked ones. Read from the
     validator's saved ``<seq>_gt.npy``, ``<seq>_pred.npy`` and ``<seq>_gt_motion.npy``; shows how long a model keeps
@@ -172,33 +204,53 @@ def recall_by_time_stopped(val_dir: Path, min_score: float = 0.05, min_iou: floa
     for lo, hi in zip(STILL_EDGES_S[:-1], STILL_EDGES_S[1:]):
         sel = (codes == STOPPED) & (still >= lo) & (still < hi)
         out[f"stopped {lo:g}-{hi:g}s" if hi != float("inf") else f"stopped >{lo:g}s"] = (
-            float(found[sel].mean()) if sel.any() else None, int(sel.sum()))
-    out["parked"] = (float(found[codes == PARKED].mean()) if (codes == PARKED).any() else None, int((codes == PARKED).sum()))
+            float(found[sel].mean()) if sel.any() else None,
+            int(sel.sum()),
+        )
+    out["parked"] = (
+        float(found[codes == PARKED].mean()) if (codes == PARKED).any() else None,
+        int((codes == PARKED).sum()),
+    )
     return {k: {"recall": None if v is None else round(float(v), 4), "n": n} for k, (v, n) in out.items()}
 
 
-LABELS = {"recurrent": "rvt-t (recurrent)", "reset": "rvt-t, state reset every window", "yolov8n": "yolov8n (frames)",
-          "recurrent_more": "rvt-t (recurrent), 5 more epochs from its weights",
-          "reset_more": "rvt-t, state reset every window, 5 more epochs from its weights"}
+LABELS = {
+    "recurrent": "rvt-t (recurrent)",
+    "reset": "rvt-t, state reset every window",
+    "yolov8n": "yolov8n (frames)",
+    "recurrent_more": "rvt-t (recurrent), 5 more epochs from its weights",
+    "reset_more": "rvt-t, state reset every window, 5 more epochs from its weights",
+}
 
 
 def table(results: dict) -> str:
-    rows = ["| model | AP | AP50 | moving AP | stationary AP | parked AP | ms/window | train time |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| model | AP | AP50 | moving AP | stationary AP | parked AP | ms/window | train time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for key, r in results.items():
         p, sub = r["prophesee"], r["prophesee"].get("subsets", {})
         ap = lambda name: f"{sub[name]['AP']:.3f}" if name in sub else "n/a"  # noqa: E731
-        rows.append(f"| {LABELS[key]} | {p['AP']:.3f} | {p['AP_50']:.3f} | {ap('moving')} | {ap('stationary')} | "
-                    f"{ap('parked')} | {r['step_ms']:.1f} | {r['train_s'] / 60:.1f} min |")
+        rows.append(
+            f"| {LABELS[key]} | {p['AP']:.3f} | {p['AP_50']:.3f} | {ap('moving')} | {ap('stationary')} | "
+            f"{ap('parked')} | {r['step_ms']:.1f} | {r['train_s'] / 60:.1f} min |"
+        )
     recall = [r.get("recall_by_time_stopped") for r in results.values()]
     if all(recall):
         bins = list(recall[0])
-        rows += ["", "Recall (IoU >= 0.5, score >= 0.05) by what the object was doing:", "",
-                 "| model | " + " | ".join(f"{b} (n={recall[0][b]['n']})" for b in bins) + " |",
-                 "|---" * (len(bins) + 1) + "|"]
+        rows += [
+            "",
+            "Recall (IoU >= 0.5, score >= 0.05) by what the object was doing:",
+            "",
+            "| model | " + " | ".join(f"{b} (n={recall[0][b]['n']})" for b in bins) + " |",
+            "|---" * (len(bins) + 1) + "|",
+        ]
         for key, rec in zip(results, recall):
-            rows.append(f"| {LABELS[key]} | " + " | ".join("-" if rec[b]["recall"] is None else f"{rec[b]['recall']:.3f}"
-                                                         for b in bins) + " |")
+            rows.append(
+                f"| {LABELS[key]} | "
+                + " | ".join("-" if rec[b]["recall"] is None else f"{rec[b]['recall']:.3f}" for b in bins)
+                + " |"
+            )
     return "\n".join(rows)
 
 
@@ -247,8 +299,11 @@ def main(argv=None) -> int:
     for key in args.models.split(","):
         print(f"[evidence] {LABELS[key]}: {epochs} epochs")
         results[key] = run_one(key, data, out, s, epochs, args.seed)
-    summary = {"settings": {**s, "epochs": epochs, "traffic": TRAFFIC, "seed": args.seed},
-               "total_s": round(time.perf_counter() - t0, 1), "results": results}
+    summary = {
+        "settings": {**s, "epochs": epochs, "traffic": TRAFFIC, "seed": args.seed},
+        "total_s": round(time.perf_counter() - t0, 1),
+        "results": results,
+    }
     (out / "evidence.json").write_text(json.dumps(summary, indent=1))
     plot(results, out / "evidence.png")
     print(table(results))

@@ -26,14 +26,22 @@ BENCHES = ("prepare", "dataloader", "model", "inference")
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     mem = ""
     try:
-        kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal")))
+        kb = int(
+            next(
+                line.split()[1]
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
+            )
+        )
         mem = f", {kb / 2**20:.0f} GiB RAM"
     except (OSError, StopIteration):
         pass
@@ -52,24 +60,33 @@ def summary(results: dict) -> list[str]:
     rows = ["| benchmark | result |", "|---|---|"]
     if "prepare" in results:
         r = results["prepare"]
-        rows.append(f"| prepare, 1280x720 synthetic -> 640x360 | {r['ours_events_per_s'] / 1e6:.1f} M events/s, "
-                    f"{r['speedup']:.1f}x a per-window reference; peak RSS "
-                    + ", ".join(f"{k}: {v:.0f} MiB" for k, v in r["peak_rss_mib"].items()) + " |")
+        rows.append(
+            f"| prepare, 1280x720 synthetic -> 640x360 | {r['ours_events_per_s'] / 1e6:.1f} M events/s, "
+            f"{r['speedup']:.1f}x a per-window reference; peak RSS "
+            + ", ".join(f"{k}: {v:.0f} MiB" for k, v in r["peak_rss_mib"].items())
+            + " |"
+        )
     if "dataloader" in results:
         r = results["dataloader"]
-        rows.append(f"| data loading, {r['input'][0]}x{r['input'][1]}, B={r['batch']} x T={r['seq_len']} | "
-                    f"{r['loader_clips_per_s']:.1f} clips/s vs rvt-t training {r['rvt_t_train_clips_per_s']:.2f} "
-                    f"clips/s: **{r['ratio']:.0f}x** headroom |")
+        rows.append(
+            f"| data loading, {r['input'][0]}x{r['input'][1]}, B={r['batch']} x T={r['seq_len']} | "
+            f"{r['loader_clips_per_s']:.1f} clips/s vs rvt-t training {r['rvt_t_train_clips_per_s']:.2f} "
+            f"clips/s: **{r['ratio']:.0f}x** headroom |"
+        )
     for r in results.get("model", []):
         mem = r.get("peak_rss_mib", r.get("peak_gpu_mib"))
-        rows.append(f"| {r['model']} {r['size']} {r['device']}: forward / train step per window | "
-                    f"{r['forward_ms']:.1f} ms ({r['forward_fps']:.1f} fps) / {r['train_ms_per_window']:.1f} ms "
-                    f"({r['train_fps']:.1f} fps), peak {'GPU' if r['device'] == 'cuda' else 'RSS'} {mem:.0f} MiB |")
+        rows.append(
+            f"| {r['model']} {r['size']} {r['device']}: forward / train step per window | "
+            f"{r['forward_ms']:.1f} ms ({r['forward_fps']:.1f} fps) / {r['train_ms_per_window']:.1f} ms "
+            f"({r['train_fps']:.1f} fps), peak {'GPU' if r['device'] == 'cuda' else 'RSS'} {mem:.0f} MiB |"
+        )
     for r in results.get("inference", []):
         rt = lambda ms: "real time" if r["representation_ms"] + ms <= 50 else "not real time"  # noqa: E731
-        rows.append(f"| {r['model']} 384x640 inference per 50 ms window: representation / PyTorch / ONNX Runtime | "
-                    f"{r['representation_ms']:.2f} / {r['pytorch_ms']:.0f} ({rt(r['pytorch_ms'])}) / "
-                    f"{r['onnx_ms']:.0f} ms ({rt(r['onnx_ms'])}) |")
+        rows.append(
+            f"| {r['model']} 384x640 inference per 50 ms window: representation / PyTorch / ONNX Runtime | "
+            f"{r['representation_ms']:.2f} / {r['pytorch_ms']:.0f} ({rt(r['pytorch_ms'])}) / "
+            f"{r['onnx_ms']:.0f} ms ({rt(r['onnx_ms'])}) |"
+        )
     return rows
 
 
@@ -87,8 +104,9 @@ def main() -> int:
         print(f"\n== {name} ==", flush=True)
         path = out / f"{name}.json"
         t = time.perf_counter()
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"bench_{name}.py"), "--json", str(path)],
-                       check=True, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / f"bench_{name}.py"), "--json", str(path)], check=True, cwd=ROOT
+        )
         seconds[name] = round(time.perf_counter() - t, 1)
         results[name] = json.loads(path.read_text())
     (out / "bench.json").write_text(json.dumps({"machine": header, "seconds": seconds, **results}, indent=1))

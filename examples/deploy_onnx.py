@@ -25,7 +25,9 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing the package
 from yolo_etram.data.io import EventReader  # noqa: E402  (numpy/h5py only)
+from yolo_etram.data.render import draw_boxes, render_histogram  # noqa: E402  (numpy; OpenCV when drawing)
 from yolo_etram.data.representation import StackedHistogram  # noqa: E402  (numpy only)
+from yolo_etram.data.stream import window_ends  # noqa: E402  (numpy only)
 
 
 class StatefulDetector:
@@ -55,8 +57,9 @@ class StatefulDetector:
         """One window ``(C, h, w)`` (h, w at most the model input) -> raw predictions ``(4 + nc, anchors)``."""
         c, h, w = hist.shape
         if c != self.channels or h > self.imgsz[0] or w > self.imgsz[1]:
-            raise SystemExit(f"window {hist.shape} does not fit the model input {(self.channels, *self.imgsz)}; "
-                             "check --downsample")
+            raise SystemExit(
+                f"window {hist.shape} does not fit the model input {(self.channels, *self.imgsz)}; check --downsample"
+            )
         x = np.zeros((1, self.channels, *self.imgsz), np.float32)
         x[0, :, :h, :w] = hist  # raw counts, zero-padded bottom/right as in training
         pred, *states = self.session.run(self.outputs, {self.image_input: x, **self.states})
@@ -79,8 +82,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, np.int64)
 
 
-def decode(pred: np.ndarray, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, nms_done: bool = False
-           ) -> np.ndarray:
+def decode(
+    pred: np.ndarray, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, nms_done: bool = False
+) -> np.ndarray:
     """Raw ``(4 + nc, anchors)`` -> ``(n, 6)`` rows ``x1, y1, x2, y2, score, class`` (Ultralytics' NMS, in numpy).
 
     ``nms_done``: the export was made with ``nms=True`` and returns ``(max_det, 6)`` rows; they are only thresholded."""
@@ -96,26 +100,10 @@ def decode(pred: np.ndarray, conf: float = 0.25, iou: float = 0.7, max_det: int 
     return np.concatenate([xyxy[i], score[i, None], cls[i, None].astype(np.float32)], 1)
 
 
-def window_ends(reader: EventReader, window_us: int) -> np.ndarray:
-    """Window end times: every ``window_us`` from the first multiple after the first event to past the last one."""
-    first = (reader.t_start // window_us + 1) * window_us
-    return np.arange(first, reader.t_end + window_us, window_us, dtype=np.int64)
-
-
 def draw(hist: np.ndarray, dets: np.ndarray, names: dict, path: Path) -> None:
     import cv2
 
-    nbins = hist.shape[0] // 2
-    off, on = (np.clip(hist[s].sum(0) / 4.0, 0, 1) for s in (slice(0, nbins), slice(nbins, None)))
-    img = np.full((*on.shape, 3), 255.0, np.float32)
-    img[..., 0] *= 1 - on  # ON red, OFF blue on white
-    img[..., 1] *= (1 - on) * (1 - off)
-    img[..., 2] *= 1 - off
-    img = np.ascontiguousarray(img.astype(np.uint8))
-    for x1, y1, x2, y2, score, c in dets:
-        cv2.rectangle(img, (int(x1), int(y1)), (int(x2), int(y2)), (0, 160, 0), 1)
-        cv2.putText(img, f"{names.get(int(c), int(c))} {score:.2f}", (int(x1), max(int(y1) - 3, 8)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 160, 0), 1, cv2.LINE_AA)
+    img = draw_boxes(render_histogram(hist), dets[:, :4], dets[:, 5], names, dets[:, 4])
     cv2.imwrite(str(path), img)
 
 
@@ -127,8 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold")
     ap.add_argument("--max-det", type=int, default=300)
     ap.add_argument("--max-windows", type=int, default=None, help="stop after this many windows")
-    ap.add_argument("--downsample", action="store_true", default=None,
-                    help="halve the sensor resolution (RVT's 1280x720 setting); default: the model's metadata")
+    ap.add_argument(
+        "--downsample",
+        action="store_true",
+        default=None,
+        help="halve the sensor resolution (RVT's 1280x720 setting); default: the model's metadata",
+    )
     ap.add_argument("--window-ms", type=int, default=None, help="window length (default: metadata, else 50)")
     ap.add_argument("--sensor", type=int, nargs=2, metavar=("H", "W"), help="sensor size if the file does not say")
     ap.add_argument("--json", type=Path, help="also write the detections of every window to this JSON file")
@@ -144,11 +136,13 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     with EventReader(args.recording, *(args.sensor or (None, None))) as reader:
-        rep = StackedHistogram(reader.height, reader.width, nbins=nbins, downsample=ds == 2)
-        t_ends = window_ends(reader, window_us)[:args.max_windows]
+        rep = StackedHistogram(reader.height, reader.width, nbins=nbins, downsample=ds)
+        t_ends = window_ends(reader.t_start, reader.t_end, window_us)[: args.max_windows]
         (h, w), (mh, mw) = rep.out_hw, model.imgsz
-        print(f"{args.recording.name}: {reader.width}x{reader.height} sensor, {len(t_ends)} windows of "
-              f"{window_us // 1000} ms -> input {w}x{h} padded to {mw}x{mh}")
+        print(
+            f"{args.recording.name}: {reader.width}x{reader.height} sensor, {len(t_ends)} windows of "
+            f"{window_us // 1000} ms -> input {w}x{h} padded to {mw}x{mh}"
+        )
         for k, (t_end, events) in enumerate(zip(t_ends, reader.iter_windows(t_ends, window_us))):
             hist = rep(*events)
             dets = decode(model(hist.astype(np.float32)), args.conf, args.iou, args.max_det, model.nms)

@@ -2,6 +2,7 @@
 
 Imports only torch, timm, einops, numpy and the standard library.
 """
+
 from .layers import ConvDownsample, ConvLSTMCell, LstmState, MaxViTAttentionPair
 from .maxvit_rnn import (
     RVT_CFGS,
@@ -18,13 +19,29 @@ from .rvt_checkpoint import (
     infer_rvt_backbone_cfg,
     load_rvt_backbone,
     read_rvt_state_dict,
+    strip_lightning_prefix,
 )
-from .state import LstmStates, RecurrentStateMixin
+from .state import LstmStates, RecurrentStateMixin, stateful_layers
 
 __all__ = [
-    'ConvDownsample', 'ConvLSTMCell', 'MaxViTAttentionPair', 'LstmState', 'LstmStates',
-    'RecurrentStateMixin', 'RecurrentMaxViT', 'RecurrentMaxViTCfg', 'RecurrentMaxViTStage', 'RVT_CFGS',
-    'rvt_tiny', 'rvt_small', 'rvt_base',
-    'LoadReport', 'convert_rvt_backbone_state_dict', 'infer_rvt_backbone_cfg', 'load_rvt_backbone',
-    'read_rvt_state_dict',
+    "ConvDownsample",
+    "ConvLSTMCell",
+    "MaxViTAttentionPair",
+    "LstmState",
+    "LstmStates",
+    "RecurrentStateMixin",
+    "stateful_layers",
+    "RecurrentMaxViT",
+    "RecurrentMaxViTCfg",
+    "RecurrentMaxViTStage",
+    "RVT_CFGS",
+    "rvt_tiny",
+    "rvt_small",
+    "rvt_base",
+    "LoadReport",
+    "convert_rvt_backbone_state_dict",
+    "infer_rvt_backbone_cfg",
+    "load_rvt_backbone",
+    "read_rvt_state_dict",
+    "strip_lightning_prefix",
 ]

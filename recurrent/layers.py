@@ -6,19 +6,19 @@
 
 Everything here is plain PyTorch + timm; none of it knows about recurrent state storage.
 """
-from __future__ import annotations
 
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 from timm.layers import to_2tuple
 from timm.models.maxxvit import MaxxVitTransformerCfg, PartitionAttentionCl
 
-__all__ = ['ConvDownsample', 'MaxViTAttentionPair', 'ConvLSTMCell', 'LstmState', 'lstm_compute_dtype']
+__all__ = ["ConvDownsample", "MaxViTAttentionPair", "ConvLSTMCell", "LstmState", "lstm_compute_dtype"]
 
-LstmState = Tuple[torch.Tensor, torch.Tensor]
+LstmState = tuple[torch.Tensor, torch.Tensor]
 
 
 class ConvDownsample(nn.Module):
@@ -33,7 +33,8 @@ class ConvDownsample(nn.Module):
         kernel_size = 2 * (factor - 1) + 1
         self.factor = factor
         self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size=kernel_size, stride=factor, padding=kernel_size // 2, bias=False)
+            in_channels, out_channels, kernel_size=kernel_size, stride=factor, padding=kernel_size // 2, bias=False
+        )
         self.norm = nn.LayerNorm(out_channels, eps=norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,14 +52,14 @@ class MaxViTAttentionPair(nn.Module):
     """
 
     def __init__(
-            self,
-            dim: int,
-            dim_head: int = 32,
-            partition_size: Tuple[int, int] = (6, 10),
-            mlp_ratio: float = 4.0,
-            drop_path: float = 0.0,
-            layer_scale_init: float = 1e-5,
-            skip_first_norm: bool = False,
+        self,
+        dim: int,
+        dim_head: int = 32,
+        partition_size: tuple[int, int] = (6, 10),
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        layer_scale_init: float = 1e-5,
+        skip_first_norm: bool = False,
     ) -> None:
         super().__init__()
         partition_size = to_2tuple(partition_size)
@@ -67,16 +68,16 @@ class MaxViTAttentionPair(nn.Module):
             expand_ratio=mlp_ratio,
             attn_bias=True,
             head_first=True,  # qkv features interleaved per head: [q_h, k_h, v_h] for h in heads, as in RVT
-            rel_pos_type='',
+            rel_pos_type="",
             init_values=layer_scale_init,
-            act_layer='gelu',
-            norm_layer_cl='layernorm',
+            act_layer="gelu",
+            norm_layer_cl="layernorm",
             norm_eps=1e-5,
             window_size=partition_size,
             grid_size=partition_size,
         )
-        self.window = PartitionAttentionCl(dim, partition_type='block', cfg=cfg, drop_path=drop_path)
-        self.grid = PartitionAttentionCl(dim, partition_type='grid', cfg=cfg, drop_path=drop_path)
+        self.window = PartitionAttentionCl(dim, partition_type="block", cfg=cfg, drop_path=drop_path)
+        self.grid = PartitionAttentionCl(dim, partition_type="grid", cfg=cfg, drop_path=drop_path)
         if skip_first_norm:
             self.window.norm1 = nn.Identity()
         for block in (self.window, self.grid):
@@ -86,10 +87,10 @@ class MaxViTAttentionPair(nn.Module):
             block.attn.fused_attn = True
 
     @property
-    def partition_size(self) -> Tuple[int, int]:
+    def partition_size(self) -> tuple[int, int]:
         return tuple(self.window.partition_size)
 
-    def set_partition_size(self, partition_size: Tuple[int, int]) -> None:
+    def set_partition_size(self, partition_size: tuple[int, int]) -> None:
         self.window.set_partition_size(to_2tuple(partition_size))
         self.grid.set_partition_size(to_2tuple(partition_size))
 
@@ -120,23 +121,28 @@ class ConvLSTMCell(nn.Module):
     def __init__(self, dim: int, kernel_size: int = 1) -> None:
         super().__init__()
         if kernel_size not in (1, 3):
-            raise ValueError(f'ConvLSTMCell: kernel_size must be 1 or 3 (RVT dws_conv), got {kernel_size}')
+            raise ValueError(f"ConvLSTMCell: kernel_size must be 1 or 3 (RVT dws_conv), got {kernel_size}")
         self.dim = dim
-        self.dws_conv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim) \
-            if kernel_size > 1 else nn.Identity()
+        self.dws_conv = (
+            nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim) if kernel_size > 1 else nn.Identity()
+        )
         self.conv1x1 = nn.Conv2d(2 * dim, 4 * dim, kernel_size=1)
 
-    def _weights(self, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """1x1 weight split into its x and h halves (cat[x, h] order), and the bias, in ``dtype``."""
         weight = self.conv1x1.weight.to(dtype)
-        return weight[:, :self.dim], weight[:, self.dim:], self.conv1x1.bias.to(dtype)
+        return weight[:, : self.dim], weight[:, self.dim :], self.conv1x1.bias.to(dtype)
 
     def _recurrent_input(self, h: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         if isinstance(self.dws_conv, nn.Identity):
             return h
         return F.conv2d(
-            h, self.dws_conv.weight.to(dtype), self.dws_conv.bias.to(dtype), padding=self.dws_conv.padding,
-            groups=self.dim)
+            h,
+            self.dws_conv.weight.to(dtype),
+            self.dws_conv.bias.to(dtype),
+            padding=self.dws_conv.padding,
+            groups=self.dim,
+        )
 
     def _gate_step(self, x_gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_h: torch.Tensor) -> LstmState:
         z = x_gates + F.conv2d(self._recurrent_input(h, x_gates.dtype), w_h)
@@ -146,10 +152,10 @@ class ConvLSTMCell(nn.Module):
         return h, c
 
     def forward_sequence(
-            self,
-            x: torch.Tensor,
-            state: Optional[LstmState] = None,
-    ) -> Tuple[torch.Tensor, LstmState]:
+        self,
+        x: torch.Tensor,
+        state: LstmState | None = None,
+    ) -> tuple[torch.Tensor, LstmState]:
         """Run ``T`` steps on ``x`` of shape ``(B, T, C, H, W)``.
 
         The input half of the 1x1 conv runs once, batched over all ``B * T`` frames; only the recurrent half
@@ -159,7 +165,8 @@ class ConvLSTMCell(nn.Module):
         dtype = lstm_compute_dtype(x.dtype)
         with torch.autocast(device_type=x.device.type, enabled=False):
             w_x, w_h, bias = self._weights(dtype)
-            x_gates = F.conv2d(x.reshape(B * T, C, H, W).to(dtype), w_x, bias).view(B, T, 4 * C, H, W)
+            frames = rearrange(x, "b t c h w -> (b t) c h w").to(dtype)
+            x_gates = rearrange(F.conv2d(frames, w_x, bias), "(b t) c h w -> b t c h w", b=B)
             if state is None:
                 h = c = x.new_zeros((B, C, H, W), dtype=dtype)
             else:
@@ -170,7 +177,7 @@ class ConvLSTMCell(nn.Module):
                 hidden.append(h)
         return torch.stack(hidden, dim=1), (h, c)
 
-    def forward(self, x: torch.Tensor, state: Optional[LstmState] = None) -> LstmState:
+    def forward(self, x: torch.Tensor, state: LstmState | None = None) -> LstmState:
         """One step on ``x`` of shape ``(N, C, H, W)``; ``state`` None means zeros. Returns ``(h, c)``."""
         _, (h, c) = self.forward_sequence(x.unsqueeze(1), state)
         return h, c

@@ -4,32 +4,41 @@ Reference: Gehrig & Scaramuzza, "Recurrent Vision Transformers for Object Detect
 CVPR 2023 (github.com/uzh-rpg/RVT, ``models/detection/recurrent_backbone/maxvit_rnn.py``). Weights load from RVT
 checkpoints with :func:`recurrent.rvt_checkpoint.load_rvt_backbone`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+from einops import rearrange
 from timm.layers import to_2tuple
 
 from .layers import ConvDownsample, ConvLSTMCell, LstmState, MaxViTAttentionPair
 from .state import LstmStates, RecurrentStateMixin
 
 __all__ = [
-    'RecurrentMaxViTCfg', 'RecurrentMaxViTStage', 'RecurrentMaxViT', 'RVT_CFGS', 'rvt_tiny', 'rvt_small', 'rvt_base',
+    "RecurrentMaxViTCfg",
+    "RecurrentMaxViTStage",
+    "RecurrentMaxViT",
+    "RVT_CFGS",
+    "rvt_tiny",
+    "rvt_small",
+    "rvt_base",
 ]
 
 
 @dataclass(frozen=True)
 class RecurrentMaxViTCfg:
     """Configuration of :class:`RecurrentMaxViT` (defaults: RVT-T on 20-channel stacked histograms)."""
+
     in_channels: int = 20
     embed_dim: int = 32
-    dim_multiplier: Tuple[int, ...] = (1, 2, 4, 8)
-    num_blocks: Tuple[int, ...] = (1, 1, 1, 1)  # MaxViT (window, grid) pairs per stage
+    dim_multiplier: tuple[int, ...] = (1, 2, 4, 8)
+    num_blocks: tuple[int, ...] = (1, 1, 1, 1)  # MaxViT (window, grid) pairs per stage
     dim_head: int = 32
-    partition_size: Tuple[int, int] = (6, 10)  # window size = grid size, same for all stages
+    partition_size: tuple[int, int] = (6, 10)  # window size = grid size, same for all stages
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
     lstm_kernel: int = 1  # 1: RVT's 1x1 ConvLSTM; 3: adds RVT's depthwise 3x3 conv on h (dws_conv)
@@ -37,9 +46,9 @@ class RecurrentMaxViTCfg:
 
 
 RVT_CFGS = {
-    'tiny': RecurrentMaxViTCfg(embed_dim=32, dim_head=32),
-    'small': RecurrentMaxViTCfg(embed_dim=48, dim_head=24),
-    'base': RecurrentMaxViTCfg(embed_dim=64, dim_head=32),
+    "tiny": RecurrentMaxViTCfg(embed_dim=32, dim_head=32),
+    "small": RecurrentMaxViTCfg(embed_dim=48, dim_head=24),
+    "base": RecurrentMaxViTCfg(embed_dim=64, dim_head=32),
 }
 
 
@@ -50,44 +59,48 @@ class RecurrentMaxViTStage(nn.Module):
     """
 
     def __init__(
-            self,
-            in_channels: int,
-            dim: int,
-            downsample_factor: int,
-            num_blocks: int = 1,
-            dim_head: int = 32,
-            partition_size: Tuple[int, int] = (6, 10),
-            mlp_ratio: float = 4.0,
-            drop_path: float = 0.0,
-            lstm_kernel: int = 1,
+        self,
+        in_channels: int,
+        dim: int,
+        downsample_factor: int,
+        num_blocks: int = 1,
+        dim_head: int = 32,
+        partition_size: tuple[int, int] = (6, 10),
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        lstm_kernel: int = 1,
     ) -> None:
         super().__init__()
         self.downsample = ConvDownsample(in_channels, dim, downsample_factor)
-        self.blocks = nn.Sequential(*[
-            MaxViTAttentionPair(
-                dim, dim_head=dim_head, partition_size=partition_size, mlp_ratio=mlp_ratio, drop_path=drop_path,
-                skip_first_norm=i == 0,  # the downsample output is already LayerNorm-ed
-            )
-            for i in range(num_blocks)
-        ])
+        self.blocks = nn.Sequential(
+            *[
+                MaxViTAttentionPair(
+                    dim,
+                    dim_head=dim_head,
+                    partition_size=partition_size,
+                    mlp_ratio=mlp_ratio,
+                    drop_path=drop_path,
+                    skip_first_norm=i == 0,  # the downsample output is already LayerNorm-ed
+                )
+                for i in range(num_blocks)
+            ]
+        )
         self.lstm = ConvLSTMCell(dim, kernel_size=lstm_kernel)
 
-    def set_partition_size(self, partition_size: Tuple[int, int]) -> None:
+    def set_partition_size(self, partition_size: tuple[int, int]) -> None:
         for block in self.blocks:
             block.set_partition_size(partition_size)
 
     def forward(
-            self,
-            x: torch.Tensor,
-            batch_size: int,
-            state: Optional[LstmState] = None,
-    ) -> Tuple[torch.Tensor, LstmState]:
+        self,
+        x: torch.Tensor,
+        batch_size: int,
+        state: LstmState | None = None,
+    ) -> tuple[torch.Tensor, LstmState]:
         """``x``: ``(B * T, C_in, H, W)`` frames ordered ``b * T + t``. Returns ``(B * T, C, H', W')`` and (h, c)."""
-        x = self.blocks(self.downsample(x)).permute(0, 3, 1, 2)  # NHWC -> NCHW
-        frames, channels, height, width = x.shape
-        hidden, state = self.lstm.forward_sequence(
-            x.reshape(batch_size, frames // batch_size, channels, height, width), state)
-        return hidden.flatten(0, 1).to(x.dtype), state
+        x = self.blocks(self.downsample(x))  # channels-last frames
+        hidden, state = self.lstm.forward_sequence(rearrange(x, "(b t) h w c -> b t c h w", b=batch_size), state)
+        return rearrange(hidden, "b t c h w -> (b t) c h w").to(x.dtype), state
 
 
 class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
@@ -112,43 +125,59 @@ class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
     """
 
     def __init__(
-            self,
-            in_channels: int = 20,
-            embed_dim: int = 32,
-            dim_multiplier: Sequence[int] = (1, 2, 4, 8),
-            num_blocks: Sequence[int] = (1, 1, 1, 1),
-            dim_head: int = 32,
-            partition_size: Tuple[int, int] = (6, 10),
-            mlp_ratio: float = 4.0,
-            drop_path: float = 0.0,
-            lstm_kernel: int = 1,
-            stem_stride: int = 4,
+        self,
+        in_channels: int = 20,
+        embed_dim: int = 32,
+        dim_multiplier: Sequence[int] = (1, 2, 4, 8),
+        num_blocks: Sequence[int] = (1, 1, 1, 1),
+        dim_head: int = 32,
+        partition_size: tuple[int, int] = (6, 10),
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        lstm_kernel: int = 1,
+        stem_stride: int = 4,
     ) -> None:
         super().__init__()
         if len(dim_multiplier) != len(num_blocks):
-            raise ValueError(f'dim_multiplier {dim_multiplier} and num_blocks {num_blocks} differ in length')
+            raise ValueError(f"dim_multiplier {dim_multiplier} and num_blocks {num_blocks} differ in length")
         self.cfg = RecurrentMaxViTCfg(
-            in_channels=in_channels, embed_dim=embed_dim, dim_multiplier=tuple(dim_multiplier),
-            num_blocks=tuple(num_blocks), dim_head=dim_head, partition_size=to_2tuple(partition_size),
-            mlp_ratio=mlp_ratio, drop_path=drop_path, lstm_kernel=lstm_kernel, stem_stride=stem_stride,
+            in_channels=in_channels,
+            embed_dim=embed_dim,
+            dim_multiplier=tuple(dim_multiplier),
+            num_blocks=tuple(num_blocks),
+            dim_head=dim_head,
+            partition_size=to_2tuple(partition_size),
+            mlp_ratio=mlp_ratio,
+            drop_path=drop_path,
+            lstm_kernel=lstm_kernel,
+            stem_stride=stem_stride,
         )
-        self.out_channels: List[int] = [embed_dim * m for m in dim_multiplier]
-        self.strides: List[int] = [stem_stride * 2 ** i for i in range(len(self.out_channels))]
-        self._partition_size: Tuple[int, int] = to_2tuple(partition_size)
+        self.out_channels: list[int] = [embed_dim * m for m in dim_multiplier]
+        self.strides: list[int] = [stem_stride * 2**i for i in range(len(self.out_channels))]
+        self._partition_size: tuple[int, int] = to_2tuple(partition_size)
 
         stages = []
         stage_in = in_channels
         for i, (dim, depth) in enumerate(zip(self.out_channels, num_blocks)):
-            stages.append(RecurrentMaxViTStage(
-                stage_in, dim, downsample_factor=stem_stride if i == 0 else 2, num_blocks=depth, dim_head=dim_head,
-                partition_size=self._partition_size, mlp_ratio=mlp_ratio, drop_path=drop_path, lstm_kernel=lstm_kernel,
-            ))
+            stages.append(
+                RecurrentMaxViTStage(
+                    stage_in,
+                    dim,
+                    downsample_factor=stem_stride if i == 0 else 2,
+                    num_blocks=depth,
+                    dim_head=dim_head,
+                    partition_size=self._partition_size,
+                    mlp_ratio=mlp_ratio,
+                    drop_path=drop_path,
+                    lstm_kernel=lstm_kernel,
+                )
+            )
             stage_in = dim
         self.stages = nn.ModuleList(stages)
         self._init_recurrent_state()
 
     @classmethod
-    def from_cfg(cls, cfg: RecurrentMaxViTCfg, **overrides) -> 'RecurrentMaxViT':
+    def from_cfg(cls, cfg: RecurrentMaxViTCfg, **overrides) -> RecurrentMaxViT:
         return cls(**asdict(replace(cfg, **overrides)))
 
     @property
@@ -156,10 +185,10 @@ class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
         return len(self.stages)
 
     @property
-    def partition_size(self) -> Tuple[int, int]:
+    def partition_size(self) -> tuple[int, int]:
         return self._partition_size
 
-    def set_partition_size(self, partition_size: Tuple[int, int]) -> None:
+    def set_partition_size(self, partition_size: tuple[int, int]) -> None:
         """Change the window/grid partition of every attention block (partitions hold no weights)."""
         self._partition_size = to_2tuple(partition_size)
         self.cfg = replace(self.cfg, partition_size=self._partition_size)
@@ -167,7 +196,7 @@ class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
             stage.set_partition_size(self._partition_size)
 
     @property
-    def input_multiple(self) -> Tuple[int, int]:
+    def input_multiple(self) -> tuple[int, int]:
         """Input H and W must be multiples of these: the last stride times the partition size."""
         stride = self.strides[-1]
         return stride * self._partition_size[0], stride * self._partition_size[1]
@@ -178,28 +207,29 @@ class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
         if height % mh or width % mw:
             fit_h, fit_w = -(-height // mh) * mh, -(-width // mw) * mw
             raise ValueError(
-                f'RecurrentMaxViT: input {height}x{width} does not fit partition size {self._partition_size}: '
-                f'H and W must be multiples of {mh}x{mw} (stride {self.strides[-1]} x partition); '
-                f'zero-pad bottom/right to {fit_h}x{fit_w}')
+                f"RecurrentMaxViT: input {height}x{width} does not fit partition size {self._partition_size}: "
+                f"H and W must be multiples of {mh}x{mw} (stride {self.strides[-1]} x partition); "
+                f"zero-pad bottom/right to {fit_h}x{fit_w}"
+            )
 
-    def state_shapes(self, batch_size: int, height: int, width: int) -> List[Tuple[int, int, int, int]]:
+    def state_shapes(self, batch_size: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """Shape of each stage's h (and c) for a ``batch_size x height x width`` input."""
         return [(batch_size, c, height // s, width // s) for c, s in zip(self.out_channels, self.strides)]
 
     @staticmethod
-    def _split_time(x: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    def _split_time(x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """``(N, C, H, W)`` (T=1) or ``(B, T, C, H, W)`` -> frames ``(B * T, C, H, W)`` and B."""
         if x.ndim == 4:
             return x, x.shape[0]
         if x.ndim == 5:
-            return x.flatten(0, 1), x.shape[0]
-        raise ValueError(f'RecurrentMaxViT: expected (N, C, H, W) or (B, T, C, H, W) input, got {tuple(x.shape)}')
+            return rearrange(x, "b t c h w -> (b t) c h w"), x.shape[0]
+        raise ValueError(f"RecurrentMaxViT: expected (N, C, H, W) or (B, T, C, H, W) input, got {tuple(x.shape)}")
 
     def forward_with_states(
-            self,
-            x: torch.Tensor,
-            states: Optional[Sequence[Optional[LstmState]]] = None,
-    ) -> Tuple[List[torch.Tensor], LstmStates]:
+        self,
+        x: torch.Tensor,
+        states: Sequence[LstmState | None] | None = None,
+    ) -> tuple[list[torch.Tensor], LstmStates]:
         """Functional forward without side effects.
 
         Args:
@@ -214,7 +244,7 @@ class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
         if states is None:
             states = [None] * self.num_stages
         elif len(states) != self.num_stages:
-            raise ValueError(f'RecurrentMaxViT: expected {self.num_stages} stage states, got {len(states)}')
+            raise ValueError(f"RecurrentMaxViT: expected {self.num_stages} stage states, got {len(states)}")
 
         features, new_states = [], []
         for stage, state in zip(self.stages, states):
@@ -223,7 +253,7 @@ class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
             new_states.append(state)
         return features, new_states
 
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Stateful forward: continues from the stored state (if it fits ``x``) and stores the new one, detached."""
         frames, batch_size = self._split_time(x)
         height, width = frames.shape[-2:]
@@ -240,14 +270,14 @@ def _rvt(size: str, **overrides) -> RecurrentMaxViT:
 
 def rvt_tiny(**overrides) -> RecurrentMaxViT:
     """RVT-T backbone: embed 32, dim_head 32, 3.220 M parameters."""
-    return _rvt('tiny', **overrides)
+    return _rvt("tiny", **overrides)
 
 
 def rvt_small(**overrides) -> RecurrentMaxViT:
     """RVT-S backbone: embed 48, dim_head 24, 7.209 M parameters."""
-    return _rvt('small', **overrides)
+    return _rvt("small", **overrides)
 
 
 def rvt_base(**overrides) -> RecurrentMaxViT:
     """RVT-B backbone: embed 64, dim_head 32, 12.785 M parameters."""
-    return _rvt('base', **overrides)
+    return _rvt("base", **overrides)

@@ -10,13 +10,14 @@ Usage::
     model = rvt_base(partition_size=(6, 10))
     report = load_rvt_backbone(model, 'rvt-b.ckpt')
 """
+
 from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -24,69 +25,86 @@ import torch.nn as nn
 from .maxvit_rnn import RVT_CFGS, RecurrentMaxViTCfg
 
 __all__ = [
-    'RVT_BACKBONE_PREFIXES', 'LoadReport', 'read_rvt_state_dict', 'rvt_backbone_state_dict',
-    'convert_rvt_backbone_state_dict', 'infer_rvt_backbone_cfg', 'load_rvt_backbone',
+    "LIGHTNING_PREFIX",
+    "RVT_BACKBONE_PREFIXES",
+    "LoadReport",
+    "strip_lightning_prefix",
+    "read_rvt_state_dict",
+    "rvt_backbone_state_dict",
+    "convert_rvt_backbone_state_dict",
+    "infer_rvt_backbone_cfg",
+    "load_rvt_backbone",
 ]
 
-RVT_BACKBONE_PREFIXES = ('mdl.backbone.', 'backbone.')
+LIGHTNING_PREFIX = "mdl."  # RVT's Lightning module holds the detector as ``self.mdl``
+RVT_BACKBONE_PREFIXES = (LIGHTNING_PREFIX + "backbone.", "backbone.")
 
 # (RVT name regex, our name template), applied in order to the key with the backbone prefix removed.
-_KEY_RULES: Tuple[Tuple[str, str], ...] = (
-    (r'^stages\.(\d+)\.downsample_cf2cl\.(conv|norm)\.', r'stages.\1.downsample.\2.'),
-    (r'^stages\.(\d+)\.att_blocks\.(\d+)\.att_window\.', r'stages.\1.blocks.\2.window.'),
-    (r'^stages\.(\d+)\.att_blocks\.(\d+)\.att_grid\.', r'stages.\1.blocks.\2.grid.'),
-    (r'\.self_attn\.(qkv|proj)\.', r'.attn.\1.'),
-    (r'\.mlp\.net\.0\.0\.', r'.mlp.fc1.'),
-    (r'\.mlp\.net\.2\.', r'.mlp.fc2.'),
-    (r'^stages\.(\d+)\.lstm\.conv3x3_dws\.', r'stages.\1.lstm.dws_conv.'),
+_KEY_RULES: tuple[tuple[str, str], ...] = (
+    (r"^stages\.(\d+)\.downsample_cf2cl\.(conv|norm)\.", r"stages.\1.downsample.\2."),
+    (r"^stages\.(\d+)\.att_blocks\.(\d+)\.att_window\.", r"stages.\1.blocks.\2.window."),
+    (r"^stages\.(\d+)\.att_blocks\.(\d+)\.att_grid\.", r"stages.\1.blocks.\2.grid."),
+    (r"\.self_attn\.(qkv|proj)\.", r".attn.\1."),
+    (r"\.mlp\.net\.0\.0\.", r".mlp.fc1."),
+    (r"\.mlp\.net\.2\.", r".mlp.fc2."),
+    (r"^stages\.(\d+)\.lstm\.conv3x3_dws\.", r"stages.\1.lstm.dws_conv."),
 )
 
-StateDict = Dict[str, torch.Tensor]
+StateDict = dict[str, torch.Tensor]
 
 
 @dataclass
 class LoadReport:
     """Outcome of :func:`load_rvt_backbone` (key names are ours, i.e. after conversion)."""
-    loaded: List[str] = field(default_factory=list)
-    missing_keys: List[str] = field(default_factory=list)
-    unexpected_keys: List[str] = field(default_factory=list)
-    shape_mismatches: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)  # name, ckpt, model
+
+    loaded: list[str] = field(default_factory=list)
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
+    shape_mismatches: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(
+        default_factory=list
+    )  # name, ckpt, model
 
     @property
     def ok(self) -> bool:
         return not (self.missing_keys or self.unexpected_keys or self.shape_mismatches)
 
     def __str__(self) -> str:
-        lines = [f'loaded {len(self.loaded)} tensors']
+        lines = [f"loaded {len(self.loaded)} tensors"]
         if self.missing_keys:
-            lines.append(f'missing ({len(self.missing_keys)}): {", ".join(self.missing_keys)}')
+            lines.append(f"missing ({len(self.missing_keys)}): {', '.join(self.missing_keys)}")
         if self.unexpected_keys:
-            lines.append(f'unexpected ({len(self.unexpected_keys)}): {", ".join(self.unexpected_keys)}')
+            lines.append(f"unexpected ({len(self.unexpected_keys)}): {', '.join(self.unexpected_keys)}")
         for name, ckpt_shape, model_shape in self.shape_mismatches:
-            lines.append(f'shape mismatch {name}: checkpoint {ckpt_shape} vs model {model_shape}')
-        return '; '.join(lines)
+            lines.append(f"shape mismatch {name}: checkpoint {ckpt_shape} vs model {model_shape}")
+        return "; ".join(lines)
 
 
-def read_rvt_state_dict(path: Union[str, Path], allow_unsafe_pickle: bool = False) -> StateDict:
+def read_rvt_state_dict(path: str | Path, allow_unsafe_pickle: bool = False) -> StateDict:
     """Read the full ``state_dict`` of an RVT ``.ckpt`` (or of a plain saved state dict).
 
     Uses ``torch.load(weights_only=True)``. Lightning checkpoints whose extra entries need arbitrary classes to
     unpickle only load with ``allow_unsafe_pickle=True``, which runs code from the file: use it for trusted files.
     """
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if not allow_unsafe_pickle:
-            reason = next((line.strip() for line in str(e).splitlines() if 'Unsupported global' in line), 'see above')
+            reason = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line), "see above")
             raise RuntimeError(
-                f'{path}: cannot be read with torch.load(weights_only=True) ({reason}). If you trust this file, '
-                f'pass allow_unsafe_pickle=True (full unpickling can run arbitrary code).') from e
-        ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    if isinstance(ckpt, Mapping) and 'state_dict' in ckpt:
-        ckpt = ckpt['state_dict']
+                f"{path}: cannot be read with torch.load(weights_only=True) ({reason}). If you trust this file, "
+                f"pass allow_unsafe_pickle=True (full unpickling can run arbitrary code)."
+            ) from e
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(ckpt, Mapping) and "state_dict" in ckpt:
+        ckpt = ckpt["state_dict"]
     if not isinstance(ckpt, Mapping):
-        raise ValueError(f'{path}: expected a checkpoint dict with a state_dict, got {type(ckpt).__name__}')
+        raise ValueError(f"{path}: expected a checkpoint dict with a state_dict, got {type(ckpt).__name__}")
     return dict(ckpt)
+
+
+def strip_lightning_prefix(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """An RVT state dict with the Lightning module's ``mdl.`` prefix removed (keys without it are kept as they are)."""
+    return {k[len(LIGHTNING_PREFIX) :] if k.startswith(LIGHTNING_PREFIX) else k: v for k, v in sd.items()}
 
 
 def rvt_backbone_state_dict(sd: Mapping[str, torch.Tensor]) -> StateDict:
@@ -95,10 +113,10 @@ def rvt_backbone_state_dict(sd: Mapping[str, torch.Tensor]) -> StateDict:
     Keys that already start with ``stages.`` (a bare backbone state dict) are kept as they are.
     """
     for prefix in RVT_BACKBONE_PREFIXES:
-        found = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        found = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
         if found:
             return found
-    return {k: v for k, v in sd.items() if k.startswith('stages.')}
+    return {k: v for k, v in sd.items() if k.startswith("stages.")}
 
 
 def _convert_key(key: str) -> str:
@@ -117,9 +135,9 @@ def convert_rvt_backbone_state_dict(sd: Mapping[str, torch.Tensor]) -> StateDict
 
 
 def infer_rvt_backbone_cfg(
-        sd: Mapping[str, torch.Tensor],
-        dim_head: Optional[int] = None,
-        partition_size: Tuple[int, int] = (6, 10),
+    sd: Mapping[str, torch.Tensor],
+    dim_head: int | None = None,
+    partition_size: tuple[int, int] = (6, 10),
 ) -> RecurrentMaxViTCfg:
     """Infer the backbone configuration from RVT weights.
 
@@ -127,19 +145,20 @@ def infer_rvt_backbone_cfg(
     the RVT size preset with the same ``embed_dim`` (T: 32, S: 24, B: 32).
     """
     sd = convert_rvt_backbone_state_dict(sd)
-    stage_ids = sorted({int(m.group(1)) for k in sd if (m := re.match(r'stages\.(\d+)\.', k))})
+    stage_ids = sorted({int(m.group(1)) for k in sd if (m := re.match(r"stages\.(\d+)\.", k))})
     if not stage_ids:
-        raise ValueError('no RVT backbone weights (stages.*) found in the state dict')
-    stem = sd['stages.0.downsample.conv.weight']
+        raise ValueError("no RVT backbone weights (stages.*) found in the state dict")
+    stem = sd["stages.0.downsample.conv.weight"]
     embed_dim, in_channels, kernel = stem.shape[0], stem.shape[1], stem.shape[-1]
-    dims = [sd[f'stages.{s}.downsample.conv.weight'].shape[0] for s in stage_ids]
+    dims = [sd[f"stages.{s}.downsample.conv.weight"].shape[0] for s in stage_ids]
     num_blocks = tuple(
-        len({int(m.group(1)) for k in sd if (m := re.match(rf'stages\.{s}\.blocks\.(\d+)\.', k))}) for s in stage_ids)
-    mlp_hidden = sd['stages.0.blocks.0.window.mlp.fc1.weight'].shape[0]
+        len({int(m.group(1)) for k in sd if (m := re.match(rf"stages\.{s}\.blocks\.(\d+)\.", k))}) for s in stage_ids
+    )
+    mlp_hidden = sd["stages.0.blocks.0.window.mlp.fc1.weight"].shape[0]
     if dim_head is None:
         presets = {cfg.embed_dim: cfg.dim_head for cfg in RVT_CFGS.values()}
         if embed_dim not in presets:
-            raise ValueError(f'embed_dim {embed_dim} matches no RVT preset: pass dim_head explicitly')
+            raise ValueError(f"embed_dim {embed_dim} matches no RVT preset: pass dim_head explicitly")
         dim_head = presets[embed_dim]
     return RecurrentMaxViTCfg(
         in_channels=in_channels,
@@ -149,16 +168,16 @@ def infer_rvt_backbone_cfg(
         dim_head=dim_head,
         partition_size=tuple(partition_size),
         mlp_ratio=mlp_hidden / embed_dim,
-        lstm_kernel=3 if 'stages.0.lstm.dws_conv.weight' in sd else 1,
+        lstm_kernel=3 if "stages.0.lstm.dws_conv.weight" in sd else 1,
         stem_stride=(kernel - 1) // 2 + 1,
     )
 
 
 def load_rvt_backbone(
-        model: nn.Module,
-        path_or_sd: Union[str, Path, Mapping[str, torch.Tensor]],
-        strict: bool = True,
-        allow_unsafe_pickle: bool = False,
+    model: nn.Module,
+    path_or_sd: str | Path | Mapping[str, torch.Tensor],
+    strict: bool = True,
+    allow_unsafe_pickle: bool = False,
 ) -> LoadReport:
     """Copy RVT backbone weights into ``model`` (a :class:`RecurrentMaxViT`).
 
@@ -188,7 +207,7 @@ def load_rvt_backbone(
             continue
         to_load[name] = tensor
     if strict and not report.ok:
-        raise RuntimeError(f'RVT backbone weights do not match the model: {report}')
+        raise RuntimeError(f"RVT backbone weights do not match the model: {report}")
     model.load_state_dict(to_load, strict=False)
     report.loaded = sorted(to_load)
     return report

@@ -12,16 +12,18 @@ A stateful layer keeps one ``(h, c)`` pair per stage as a *plain attribute*: not
   carry it and a copy starts with its own, empty state.
 * The state is at least float32, also under autocast.
 """
+
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-__all__ = ['RecurrentStateMixin', 'LstmStates']
+__all__ = ["RecurrentStateMixin", "LstmStates", "stateful_layers"]
 
-LstmStates = List[Tuple[torch.Tensor, torch.Tensor]]
-ResetMask = Union[torch.Tensor, Sequence[bool]]
+LstmStates = list[tuple[torch.Tensor, torch.Tensor]]
+ResetMask = torch.Tensor | Sequence[bool]
 
 
 class RecurrentStateMixin:
@@ -31,26 +33,26 @@ class RecurrentStateMixin:
     and :meth:`_store_states` after it.
     """
 
-    _recurrent_states: Optional[LstmStates] = None
-    _recurrent_input_dtype: Optional[torch.dtype] = None
+    _recurrent_states: LstmStates | None = None
+    _recurrent_input_dtype: torch.dtype | None = None
 
     def _init_recurrent_state(self) -> None:
         self._recurrent_states = None
         self._recurrent_input_dtype = None  # dtype of the input that produced the state; None: accept any
 
     @property
-    def states(self) -> Optional[LstmStates]:
+    def states(self) -> LstmStates | None:
         """The stored per-stage ``(h, c)`` tuples (``(B, C_s, H_s, W_s)`` each), or None when empty."""
         return self._recurrent_states
 
     @states.setter
-    def states(self, states: Optional[Sequence[Tuple[torch.Tensor, torch.Tensor]]]) -> None:
+    def states(self, states: Sequence[tuple[torch.Tensor, torch.Tensor]] | None) -> None:
         self.set_states(states)
 
     def set_states(
-            self,
-            states: Optional[Sequence[Tuple[torch.Tensor, torch.Tensor]]],
-            input_dtype: Optional[torch.dtype] = None,
+        self,
+        states: Sequence[tuple[torch.Tensor, torch.Tensor]] | None,
+        input_dtype: torch.dtype | None = None,
     ) -> None:
         """Replace the stored state (e.g. by an export runner). ``input_dtype`` None accepts inputs of any dtype."""
         if states is None:
@@ -59,7 +61,7 @@ class RecurrentStateMixin:
         self._recurrent_states = [(h.detach(), c.detach()) for h, c in states]
         self._recurrent_input_dtype = input_dtype
 
-    def reset(self, mask: Optional[ResetMask] = None) -> None:
+    def reset(self, mask: ResetMask | None = None) -> None:
         """Zero the state of the batch slots where ``mask`` is True; ``mask=None`` clears the whole state.
 
         A mask whose length differs from the stored batch size clears everything: the next forward has a new
@@ -71,7 +73,9 @@ class RecurrentStateMixin:
             return
         mask = torch.as_tensor(mask)
         if mask.dtype != torch.bool or mask.ndim != 1:
-            raise TypeError(f'reset: mask must be a 1-D bool tensor or list of bools, got {mask.dtype} {tuple(mask.shape)}')
+            raise TypeError(
+                f"reset: mask must be a 1-D bool tensor or list of bools, got {mask.dtype} {tuple(mask.shape)}"
+            )
         if mask.shape[0] != states[0][0].shape[0]:
             self._init_recurrent_state()
             return
@@ -79,18 +83,20 @@ class RecurrentStateMixin:
         self._recurrent_states = [(h.masked_fill(rows, 0.0), c.masked_fill(rows, 0.0)) for h, c in states]
 
     def _matching_states(
-            self,
-            state_shapes: Sequence[Tuple[int, ...]],
-            device: torch.device,
-            input_dtype: torch.dtype,
-    ) -> Optional[LstmStates]:
+        self,
+        state_shapes: Sequence[tuple[int, ...]],
+        device: torch.device,
+        input_dtype: torch.dtype,
+    ) -> LstmStates | None:
         """The stored state if it fits an input (expected per-stage h/c shapes, device, dtype), else reset to None."""
         states = self._recurrent_states
         if states is None:
             return None
         fits = (
             len(states) == len(state_shapes)
-            and all(tuple(h.shape) == tuple(s) and tuple(c.shape) == tuple(s) for (h, c), s in zip(states, state_shapes))
+            and all(
+                tuple(h.shape) == tuple(s) and tuple(c.shape) == tuple(s) for (h, c), s in zip(states, state_shapes)
+            )
             and all(h.device == device and c.device == device for h, c in states)
             and self._recurrent_input_dtype in (None, input_dtype)
         )
@@ -106,13 +112,18 @@ class RecurrentStateMixin:
         self._recurrent_states = [(h.detach(), c.detach()) for h, c in states]
         self._recurrent_input_dtype = input_dtype
 
-    def __getstate__(self) -> Dict[str, Any]:
+    def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()  # nn.Module / object
         state = dict(state)
-        state['_recurrent_states'] = None
-        state['_recurrent_input_dtype'] = None
+        state["_recurrent_states"] = None
+        state["_recurrent_input_dtype"] = None
         return state
 
-    def __setstate__(self, state: Dict[str, Any]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._init_recurrent_state()
+
+
+def stateful_layers(module: torch.nn.Module) -> list[RecurrentStateMixin]:
+    """The modules inside ``module`` (itself included) that hold recurrent state, in ``modules()`` order."""
+    return [m for m in module.modules() if isinstance(m, RecurrentStateMixin)]

@@ -1,5 +1,5 @@
 """Tiny random raw recordings (events + 30 Hz boxes) for I/O and prepare tests; the realistic generator is
-``yolo_etram.data.synthetic``."""
+``yolo_etram.data.synth``."""
 
 from __future__ import annotations
 
@@ -30,8 +30,16 @@ def random_boxes(duration_us, width, height, rate_hz=30, n_obj=3, seed=0, n_clas
     return np.array(rows, dtype=BBOX_DTYPE)
 
 
-def make_raw_dataset(root: Path, n_per_split=1, duration_us=1_600_000, width=320, height=180, n_events=200_000, seed=0,
-                     splits=("train", "val", "test")) -> Path:
+def make_raw_dataset(
+    root: Path,
+    n_per_split=1,
+    duration_us=1_600_000,
+    width=320,
+    height=180,
+    n_events=200_000,
+    seed=0,
+    splits=("train", "val", "test"),
+) -> Path:
     for si, split in enumerate(splits):
         for i in range(n_per_split):
             s = seed + 100 * si + i

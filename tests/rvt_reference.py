@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 
-def rvt_histogram(x, y, p, t, height, width, nbins=10, cutoff=10, downsample=False) -> np.ndarray:
+def rvt_histogram(x, y, p, t, height, width, nbins=10, cutoff=10, downsample=1) -> np.ndarray:
     """RVT's ``StackedHistogram.construct`` (fastmode) and, optionally, ``downsample_ev_repr``."""
     x, y, p, t = (torch.from_numpy(np.asarray(a, np.int64)) for a in (x, y, p, t))
     rep = torch.zeros((2, nbins, height, width), dtype=torch.uint8)
@@ -26,7 +26,7 @@ def rvt_histogram(x, y, p, t, height, width, nbins=10, cutoff=10, downsample=Fal
         rep.put_(idx, torch.ones_like(idx, dtype=torch.uint8), accumulate=True)
         rep = torch.clamp(rep, min=0, max=cutoff)
     rep = rep.reshape(-1, height, width)
-    if downsample:
+    if downsample == 2:
         rep = F.interpolate(rep[None], scale_factor=0.5, mode="nearest-exact")[0]
     return rep.numpy()
 
@@ -48,20 +48,25 @@ def rvt_windows(t: np.ndarray, window_t: np.ndarray, window_us: int) -> tuple[np
     return np.searchsorted(t, window_t - window_us, side="left"), np.searchsorted(t, window_t, side="right")
 
 
-def rvt_prepare_events(x, y, p, t, window_t, height, width, window_us=50_000, downsample=False, nbins=10, cutoff=10):
+def rvt_prepare_events(x, y, p, t, window_t, height, width, window_us=50_000, downsample=1, nbins=10, cutoff=10):
     """All histograms of one recording, window by window, as RVT computes them (in-frame events assumed)."""
     t = correct_time(np.asarray(t, np.int64))
     p = np.clip(np.asarray(p, np.int64), 0, None)
     starts, ends = rvt_windows(t, window_t, window_us)
-    return np.stack([rvt_histogram(x[s:e], y[s:e], p[s:e], t[s:e], height, width, nbins, cutoff, downsample)
-                     for s, e in zip(starts, ends)])
+    return np.stack(
+        [
+            rvt_histogram(x[s:e], y[s:e], p[s:e], t[s:e], height, width, nbins, cutoff, downsample)
+            for s, e in zip(starts, ends)
+        ]
+    )
 
 
 def rvt_loader_labels(boxes: np.ndarray, full_hw, downsample_factor=None) -> np.ndarray:
     """RVT's ObjectLabelFactory + ``__getitem__``: float32 (N, 7) [t, x, y, w, h, class_id, confidence] at load
     resolution (clamp at full resolution, then ``scale_(1/downsample)`` and flat-box removal)."""
-    lab = torch.from_numpy(np.stack([boxes[k].astype("float32") for k in
-                                     ("t", "x", "y", "w", "h", "class_id", "class_confidence")], 1))
+    lab = torch.from_numpy(
+        np.stack([boxes[k].astype("float32") for k in ("t", "x", "y", "w", "h", "class_id", "class_confidence")], 1)
+    )
     ht, wd = full_hw
     x0 = torch.clamp(lab[:, 1], min=0, max=wd - 1)
     y0 = torch.clamp(lab[:, 2], min=0, max=ht - 1)
@@ -108,10 +113,12 @@ class RVTYoloXHead(torch.nn.Module):
         hidden = int(256 * in_channels[-1] / 1024)
         nn = torch.nn
         self.stems = nn.ModuleList(BaseConv(c, hidden, 1) for c in in_channels)
-        self.cls_convs = nn.ModuleList(nn.Sequential(BaseConv(hidden, hidden, 3), BaseConv(hidden, hidden, 3))
-                                       for _ in in_channels)
-        self.reg_convs = nn.ModuleList(nn.Sequential(BaseConv(hidden, hidden, 3), BaseConv(hidden, hidden, 3))
-                                       for _ in in_channels)
+        self.cls_convs = nn.ModuleList(
+            nn.Sequential(BaseConv(hidden, hidden, 3), BaseConv(hidden, hidden, 3)) for _ in in_channels
+        )
+        self.reg_convs = nn.ModuleList(
+            nn.Sequential(BaseConv(hidden, hidden, 3), BaseConv(hidden, hidden, 3)) for _ in in_channels
+        )
         self.cls_preds = nn.ModuleList(nn.Conv2d(hidden, num_classes, 1) for _ in in_channels)
         self.reg_preds = nn.ModuleList(nn.Conv2d(hidden, 4, 1) for _ in in_channels)
         self.obj_preds = nn.ModuleList(nn.Conv2d(hidden, 1, 1) for _ in in_channels)
@@ -122,8 +129,9 @@ class RVTYoloXHead(torch.nn.Module):
         for k, x in enumerate(xin):
             x = self.stems[k](x)
             cls_feat, reg_feat = self.cls_convs[k](x), self.reg_convs[k](x)
-            outs.append(torch.cat([self.reg_preds[k](reg_feat), self.obj_preds[k](reg_feat),
-                                   self.cls_preds[k](cls_feat)], 1))
+            outs.append(
+                torch.cat([self.reg_preds[k](reg_feat), self.obj_preds[k](reg_feat), self.cls_preds[k](cls_feat)], 1)
+            )
         return outs
 
     def grids(self, outs):
@@ -165,14 +173,15 @@ def rvt_yolox_postprocess(prediction, num_classes, conf_thre=0.7, nms_thre=0.45)
     for i, image_pred in enumerate(prediction):
         if not image_pred.size(0):
             continue
-        class_conf, class_pred = torch.max(image_pred[:, 5: 5 + num_classes], 1, keepdim=True)
+        class_conf, class_pred = torch.max(image_pred[:, 5 : 5 + num_classes], 1, keepdim=True)
         conf_mask = (image_pred[:, 4] * class_conf.squeeze() >= conf_thre).squeeze()
         detections = torch.cat((image_pred[:, :5], class_conf, class_pred.float()), 1)
         detections = detections[conf_mask]
         if not detections.size(0):
             continue
-        nms_out_index = torchvision.ops.batched_nms(detections[:, :4], detections[:, 4] * detections[:, 5],
-                                                    detections[:, 6], nms_thre)
+        nms_out_index = torchvision.ops.batched_nms(
+            detections[:, :4], detections[:, 4] * detections[:, 5], detections[:, 6], nms_thre
+        )
         output[i] = detections[nms_out_index]
     return output
 
@@ -197,12 +206,13 @@ def yolox_iou_loss(pred, target):
     en = (tl < br).type(tl.type()).prod(dim=1)
     area_i = torch.prod(br - tl, 1) * en
     iou = area_i / (area_p + area_g - area_i + 1e-16)
-    return 1 - iou ** 2
+    return 1 - iou**2
 
 
 @torch.no_grad()
-def yolox_get_assignments(num_gt, gt_bboxes, gt_classes, bboxes_preds, expanded_strides, x_shifts, y_shifts,
-                          cls_preds, obj_preds, num_classes):
+def yolox_get_assignments(
+    num_gt, gt_bboxes, gt_classes, bboxes_preds, expanded_strides, x_shifts, y_shifts, cls_preds, obj_preds, num_classes
+):
     """YOLOX >= 0.3 ``get_assignments`` (geometry constraint + SimOTA) for one image, literally."""
     import torch.nn.functional as F
 
@@ -225,10 +235,12 @@ def yolox_get_assignments(num_gt, gt_bboxes, gt_classes, bboxes_preds, expanded_
     gt_cls_per_image = F.one_hot(gt_classes.to(torch.int64), num_classes).float()
     pair_wise_ious_loss = -torch.log(pair_wise_ious + 1e-8)
     cls_preds_ = (cls_preds_.float().sigmoid_() * obj_preds_.float().sigmoid_()).sqrt()
-    pair_wise_cls_loss = F.binary_cross_entropy(cls_preds_.unsqueeze(0).repeat(num_gt, 1, 1),
-                                                gt_cls_per_image.unsqueeze(1).repeat(1, num_in_boxes_anchor, 1),
-                                                reduction="none").sum(-1)
-    cost = pair_wise_cls_loss + 3.0 * pair_wise_ious_loss + float(1e6) * (~geometry_relation)
+    pair_wise_cls_loss = F.binary_cross_entropy(
+        cls_preds_.unsqueeze(0).repeat(num_gt, 1, 1),
+        gt_cls_per_image.unsqueeze(1).repeat(1, num_in_boxes_anchor, 1),
+        reduction="none",
+    ).sum(-1)
+    cost = pair_wise_cls_loss + 3.0 * pair_wise_ious_loss + 1e6 * (~geometry_relation)
 
     # simota_matching
     matching_matrix = torch.zeros_like(cost, dtype=torch.uint8)
@@ -277,8 +289,17 @@ def yolox_losses(head: RVTYoloXHead, outs, labels):
             gt_bboxes = labels[batch_idx, :num_gt, 1:5]
             gt_classes = labels[batch_idx, :num_gt, 0]
             gt_matched_classes, fg_mask, pred_ious, matched_gt_inds, num_fg_img = yolox_get_assignments(
-                num_gt, gt_bboxes, gt_classes, bbox_preds[batch_idx], expanded_strides, x_shifts, y_shifts,
-                cls_preds[batch_idx], obj_preds[batch_idx], head.num_classes)
+                num_gt,
+                gt_bboxes,
+                gt_classes,
+                bbox_preds[batch_idx],
+                expanded_strides,
+                x_shifts,
+                y_shifts,
+                cls_preds[batch_idx],
+                obj_preds[batch_idx],
+                head.num_classes,
+            )
             num_fg += num_fg_img
             cls_target = F.one_hot(gt_matched_classes.to(torch.int64), head.num_classes) * pred_ious.unsqueeze(-1)
             obj_target = fg_mask.unsqueeze(-1)

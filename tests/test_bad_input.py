@@ -26,14 +26,14 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-
 from rawdata import random_events, write_dat, write_npy_events
+
 from yolo_etram.data import prepare as prep
 from yolo_etram.data.data_yaml import load_event_data
 from yolo_etram.data.io import BBOX_DTYPE, EventDataError, EventReader, load_boxes, write_boxes, write_events_h5
 from yolo_etram.data.prepare import PrepareConfig, prepare_dataset
 from yolo_etram.data.prepared import PreparedSequence
-from yolo_etram.errors import EtramError
+from yolo_etram.utils.errors import EtramError
 
 W, H, DUR = 64, 48, 700_000
 LABEL_T = (np.arange(1, 21) * 1e6 / 30).astype(np.int64)  # 30 Hz, within the recording
@@ -216,16 +216,30 @@ CASES = {  # problem -> (make it, the file the message names, what it says, extr
     "float t": (float_t, _ev, "events 't' have dtype float64, expected integers", ()),
     "negative timestamps": (negative_t, _ev, "negative timestamp -", ()),
     "no events": (no_events, _ev, "the recording holds no events", ()),
-    "HDF5 chunks missing": (h5_missing_chunks, _ev, "events/x holds 1000 events but only 3 of its 10 chunks are stored", ()),
+    "HDF5 chunks missing": (
+        h5_missing_chunks,
+        _ev,
+        "events/x holds 1000 events but only 3 of its 10 chunks are stored",
+        (),
+    ),
     "truncated box file": (truncated_boxes, _bb, "not a readable .npy box file", ()),
     "box file not structured": (box_not_structured, _bb, "not a structured array", ()),
     "box missing fields": (box_missing_fields, _bb, "lacks field(s) w, h, class_id", ()),
     "box zero/negative sizes": (box_zero_sizes, _bb, "all 20 boxes have zero or negative size", ()),
     "boxes outside the frame": (box_outside_frame, _bb, "lie outside the 64x48 frame", ()),
-    "unknown class id": (box_unknown_class, _bb, "class ids [9] are not in the class mapping", ("--class-map", "etram8to3")),
+    "unknown class id": (
+        box_unknown_class,
+        _bb,
+        "class ids [9] are not in the class mapping",
+        ("--class-map", "etram8to3"),
+    ),
     "box times outside recording": (box_times_outside_recording, _bb, "lie outside the events'", ()),
-    "box time far after the end": (box_time_far_after_end, _bb, f"box timestamp {1 << 60} us is more than 1000 ms after "
-                                                                "the last event", ()),
+    "box time far after the end": (
+        box_time_far_after_end,
+        _bb,
+        f"box timestamp {1 << 60} us is more than 1000 ms after the last event",
+        (),
+    ),
     "label rate 45 Hz": (box_rate_45hz, _bb, "labels come at 45 Hz", ()),
     "negative box timestamp": (box_negative_t, _bb, "negative box timestamp -5", ()),
     "NaN box coordinates": (box_nan, _bb, "NaN or infinite", ()),
@@ -262,8 +276,12 @@ def test_cli_subprocess_one_line_exit_2(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     ev, bb = make_recording(raw)
     truncated_h5(ev, bb)
-    proc = subprocess.run([sys.executable, "-m", "yolo_etram.cli", "prepare", str(raw), str(out)],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.run(
+        [sys.executable, "-m", "yolo_etram.cli", "prepare", str(raw), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert str(ev) in proc.stderr and "truncated or corrupt" in proc.stderr
@@ -278,8 +296,11 @@ def test_blosc_filter_missing(tmp_path, capsys):
     ev, bb = make_recording(raw)
     assert h5py.h5z.unregister_filter(32001)
     try:
-        with pytest.raises(EventDataError, match=r"r_td.h5: events/x is compressed with HDF5 filter 32001 \(blosc\), "
-                                                 r"which is not available; pip install hdf5plugin"):
+        with pytest.raises(
+            EventDataError,
+            match=r"r_td.h5: events/x is compressed with HDF5 filter 32001 \(blosc\), "
+            r"which is not available; pip install hdf5plugin",
+        ):
             EventReader(ev)
         rc, _, err = run_main(raw, out, capsys)
         # an unregistered filter at read time (e.g. a dataset our open-time check missed) gets the same fix
@@ -306,8 +327,11 @@ def test_missing_files_and_wrong_extensions(tmp_path):
     with pytest.raises(EventDataError, match="nope_bbox.npy: box file not found"):
         load_boxes(tmp_path / "nope_bbox.npy")
     (tmp_path / "rec_td.csv").write_text("x,y,p,t\n")
-    with pytest.raises(EventDataError, match=r"rec_td.csv: unknown event file type '.csv' \(expected .h5, .hdf5, .dat or "
-                                             r".npy\); convert or rename it"):
+    with pytest.raises(
+        EventDataError,
+        match=r"rec_td.csv: unknown event file type '.csv' \(expected .h5, .hdf5, .dat or "
+        r".npy\); convert or rename it",
+    ):
         EventReader(tmp_path / "rec_td.csv", 10, 10)
     (tmp_path / "rec_bbox.csv").write_text("t,x,y,w,h\n")
     with pytest.raises(EventDataError, match="rec_bbox.csv: a box file must be a Prophesee .npy array"):
@@ -353,7 +377,10 @@ def test_h5_bad_sensor_size_and_polarity(tmp_path):
     with pytest.raises(EventDataError, match="size_td.h5: stored sensor width -3 is out of range"):
         EventReader(tmp_path / "size_td.h5")
     write_events_raw(tmp_path / "pol_td.h5", x, y, p + 3, t)
-    with EventReader(tmp_path / "pol_td.h5") as r, pytest.raises(EventDataError, match="pol_td.h5: polarity values up to 4"):
+    with (
+        EventReader(tmp_path / "pol_td.h5") as r,
+        pytest.raises(EventDataError, match="pol_td.h5: polarity values up to 4"),
+    ):
         r.read_range(0, len(r))
 
 
@@ -379,7 +406,7 @@ def test_box_file_problems_direct(tmp_path):
 
 
 def test_repairs_are_counted_not_errors(tmp_path, capsys):
-    """Out-of-frame events dropped, decreasing timestamps raised, bad boxes dropped or cropped: all counted, status 0."""
+    """Out-of-frame events dropped, decreasing timestamps raised, bad boxes dropped or cropped: counted, status 0."""
     raw, out = tmp_path / "raw", tmp_path / "out"
     d = raw / "train"
     d.mkdir(parents=True)
@@ -399,9 +426,11 @@ def test_repairs_are_counted_not_errors(tmp_path, capsys):
     rc, stdout, err = run_main(raw, out, capsys)
     assert rc == 0 and err == "", err
     assert "30 out-of-frame events dropped" in stdout and "decreasing timestamps raised" in stdout
-    assert ("1 with zero or negative size dropped, 1 outside the frame dropped, 1 partly outside cropped, "
-            "1 with no events in their window kept") in stdout
-    (res,) = prepare_dataset(raw, tmp_path / "out2", PrepareConfig(downsample=False), progress=False)
+    assert (
+        "1 with zero or negative size dropped, 1 outside the frame dropped, 1 partly outside cropped, "
+        "1 with no events in their window kept"
+    ) in stdout
+    (res,) = prepare_dataset(raw, tmp_path / "out2", PrepareConfig(downsample=1), progress=False)
     assert res.status == "done" and res.out_of_frame == 30 and res.decreasing_t > 0
     assert (res.boxes.nonpositive, res.boxes.outside, res.boxes.clipped, res.boxes.outside_time) == (1, 1, 1, 1)
 
@@ -417,7 +446,7 @@ def prepared_nbins5(tmp_path_factory):
     root = tmp_path_factory.mktemp("prep5")
     for split in ("train", "val"):
         make_recording(root / "raw", split=split)
-    res = prepare_dataset(root / "raw", root / "prepared", PrepareConfig(nbins=5, downsample=False), progress=False)
+    res = prepare_dataset(root / "raw", root / "prepared", PrepareConfig(nbins=5, downsample=1), progress=False)
     assert [r.status for r in res] == ["done", "done"]
     return root / "prepared"
 
@@ -431,8 +460,11 @@ def test_data_yaml_paths_that_do_not_exist(tmp_path, prepared_nbins5):
     with pytest.raises(EventDataError, match="data YAML '.*nope.yaml' not found"):
         load_event_data(str(tmp_path / "nope.yaml"))
     y = write_yaml(tmp_path / "d.yaml", path=str(tmp_path / "missing_root"))
-    with pytest.raises(EventDataError, match=r"d.yaml: train folder .*missing_root/train does not exist \(prepare the "
-                                             r"data with `etram-yolo prepare`\)"):
+    with pytest.raises(
+        EventDataError,
+        match=r"d.yaml: train folder .*missing_root/train does not exist \(prepare the "
+        r"data with `etram-yolo prepare`\)",
+    ):
         load_event_data(str(y))
     y = write_yaml(tmp_path / "v.yaml", path=str(prepared_nbins5), val="no_such_split")
     with pytest.raises(EventDataError, match="v.yaml: val folder .*no_such_split does not exist"):
@@ -446,13 +478,49 @@ def test_data_yaml_paths_that_do_not_exist(tmp_path, prepared_nbins5):
 
 def test_data_yaml_channels_must_match_histograms(tmp_path, prepared_nbins5):
     y = write_yaml(tmp_path / "d.yaml", path=str(prepared_nbins5), channels=20)
-    with pytest.raises(EventDataError, match=r"d.yaml: channels is 20 but the prepared histograms of train \(.*"
-                                             r"event_representations.h5\) have 10 channels; set channels: 10"):
+    with pytest.raises(
+        EventDataError,
+        match=r"d.yaml: channels is 20 but the prepared histograms of train \(.*"
+        r"event_representations.h5\) have 10 channels; set channels: 10",
+    ):
         load_event_data(str(y))
-    assert load_event_data(str(write_yaml(tmp_path / "ok.yaml", path=str(prepared_nbins5), channels=10)))["channels"] == 10
-    assert load_event_data(str(write_yaml(tmp_path / "no.yaml", path=str(prepared_nbins5))))["channels"] == 10  # from data
+    assert (
+        load_event_data(str(write_yaml(tmp_path / "ok.yaml", path=str(prepared_nbins5), channels=10)))["channels"] == 10
+    )
+    assert (
+        load_event_data(str(write_yaml(tmp_path / "no.yaml", path=str(prepared_nbins5))))["channels"] == 10
+    )  # from data
     with pytest.raises(EventDataError, match="bad.yaml: channels must be a positive integer"):
         load_event_data(str(write_yaml(tmp_path / "bad.yaml", path=str(prepared_nbins5), channels="twenty")))
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("groups", {"small": [0]}),
+        ("size_aware", {"a": 1.0, "tau": 256}),
+        ("seq_len", 5),
+        ("memory", False),
+        ("mixed_random_fraction", 0.3),
+        ("synth", {"width": 64}),
+    ],
+)
+def test_any_event_key_makes_a_yaml_event_data(tmp_path, key, value):
+    """Every event key counts: a YAML whose only event key is ``groups`` or ``size_aware`` was once not recognised."""
+    from yolo_etram.data.data_yaml import is_event_data
+
+    assert is_event_data(str(write_yaml(tmp_path / "d.yaml", **{key: value})))
+    assert not is_event_data(str(write_yaml(tmp_path / "stock.yaml", channels=3)))  # a stock image YAML may set it
+
+
+def test_data_yaml_downsample_is_a_factor(tmp_path, prepared_nbins5):
+    assert (
+        load_event_data(str(write_yaml(tmp_path / "ok.yaml", path=str(prepared_nbins5), downsample=2)))["downsample"]
+        == 2
+    )
+    for bad in (True, 3):
+        with pytest.raises(EventDataError, match="bad.yaml: downsample: .* is not a downsampling factor; use 1"):
+            load_event_data(str(write_yaml(tmp_path / "bad.yaml", path=str(prepared_nbins5), downsample=bad)))
 
 
 def test_prepared_sequence_corrupt_histograms(tmp_path, prepared_nbins5):

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from events_fixture import raw_dir
 
 from yolo_etram import EventYOLO
-from yolo_etram.model import RecurrentDetectionModel, event_frame
-from yolo_etram.nn import stateful_layers
+from yolo_etram.nn import EventDetectionModel, event_frame, stateful_layers
 
 TRAIN = dict(workers=0, imgsz=128, plots=False, seed=0, deterministic=True, exist_ok=True, lr0=1e-3)
 
@@ -31,8 +31,9 @@ def stock_run(tiny_events, tmp_path_factory):
     """yolov8n.yaml trained two short epochs on the tiny event data, validating every epoch."""
     project = tmp_path_factory.mktemp("stock")
     model = EventYOLO("yolov8n.yaml")
-    model.train(data=str(tiny_events), epochs=2, batch=6, project=str(project), name="run", val=True, save_json=True,
-                **TRAIN)
+    model.train(
+        data=str(tiny_events), epochs=2, batch=6, project=str(project), name="run", val=True, save_json=True, **TRAIN
+    )
     return project / "run"
 
 
@@ -42,7 +43,7 @@ def test_stock_yaml_trains_on_events_and_validates_with_prophesee(stock_run):
     assert len(rows) == 3 and "prophesee/AP" in rows[0] and "prophesee/AP_all" in rows[0]
     ckpt = torch.load(stock_run / "weights" / "last.pt", weights_only=False)
     model = ckpt["model"]
-    assert isinstance(model, RecurrentDetectionModel) and not stateful_layers(model)
+    assert isinstance(model, EventDetectionModel) and not stateful_layers(model)
     assert model.model[0].conv.in_channels == 20  # the histogram's channels, not RGB
     assert model.yaml["event"]["nbins"] == 10  # predicts on raw recordings alone
     assert ckpt["train_args"]["model"].endswith("yolov8n.yaml")
@@ -52,15 +53,21 @@ def test_stock_yaml_trains_on_events_and_validates_with_prophesee(stock_run):
 def test_stock_model_trains_on_single_random_windows(tiny_events, tmp_path):
     from yolo_etram.train import EventTrainer
 
-    trainer = EventTrainer(overrides=dict(model="yolov8n.yaml", data=str(tiny_events), epochs=1, batch=4,
-                                          project=str(tmp_path), name="t", **TRAIN))
+    trainer = EventTrainer(
+        overrides=dict(
+            model="yolov8n.yaml", data=str(tiny_events), epochs=1, batch=4, project=str(tmp_path), name="t", **TRAIN
+        )
+    )
     trainer.data = trainer.get_dataset()
     trainer.model = trainer.get_model("yolov8n.yaml", verbose=False)
     loader = trainer.get_dataloader(trainer.data["train"], 4, mode="train")
     batch = next(iter(loader))
     assert batch["img"].shape[:2] == (4, 1) and bool(batch["labeled"].all())
-    rec = EventTrainer(overrides=dict(model="rvt-t.yaml", data=str(tiny_events), epochs=1, batch=2,
-                                      project=str(tmp_path), name="r", **TRAIN))
+    rec = EventTrainer(
+        overrides=dict(
+            model="rvt-t.yaml", data=str(tiny_events), epochs=1, batch=2, project=str(tmp_path), name="r", **TRAIN
+        )
+    )
     rec.data = rec.get_dataset()
     rec.model = rec.get_model("rvt-t.yaml", verbose=False)
     assert next(iter(rec.get_dataloader(rec.data["train"], 2, mode="train")))["img"].shape[:2] == (2, 3)  # stream
@@ -68,7 +75,7 @@ def test_stock_model_trains_on_single_random_windows(tiny_events, tmp_path):
 
 @pytest.mark.slow
 def test_stock_model_predicts_on_a_raw_recording_and_exports_onnx(stock_run, tiny_events, tmp_path):
-    raw = Path(tiny_events).parent / "raw" / "test"
+    raw = raw_dir(tiny_events) / "test"
     recording = sorted(raw.glob("*_td.h5"))[0]
     model = EventYOLO(str(stock_run / "weights" / "best.pt"))
     ours = list(model.predict(str(recording), stream=True, conf=0.01, verbose=False))
@@ -111,8 +118,9 @@ def test_event_frame_input_sums_time_bins_per_polarity():
     torch.testing.assert_close(frame[:, 0], x[:, :10].sum(1))  # channel p * nbins + bin: polarity-major
     torch.testing.assert_close(frame[:, 1], x[:, 10:].sum(1))
     event = {"input": "event_frame", "nbins": 10, "channels": 20}
-    model = RecurrentDetectionModel({**EventYOLO("yolov8n.yaml").model.yaml, "event": event}, ch=20, nc=3,
-                                    verbose=False).eval()
+    model = EventDetectionModel(
+        {**EventYOLO("yolov8n.yaml").model.yaml, "event": event}, ch=20, nc=3, verbose=False
+    ).eval()
     assert model.model[0].conv.in_channels == 2 and model.yaml["channels"] == 20
     hist = torch.rand(1, 20, 64, 96) * 5
     with torch.no_grad():
@@ -120,11 +128,13 @@ def test_event_frame_input_sums_time_bins_per_polarity():
 
 
 def test_event_frame_data_key_trains_a_2_channel_model(tiny_events, tmp_path):
-    from yolo_etram.train import EventTrainer, set_partition
+    from yolo_etram.nn import set_partition
+    from yolo_etram.train import EventTrainer
 
     data = data_variant(tiny_events, tmp_path, input="event_frame")
-    trainer = EventTrainer(overrides=dict(model="rvt-t.yaml", data=str(data), epochs=1, batch=2, project=str(tmp_path),
-                                          name="f", **TRAIN))
+    trainer = EventTrainer(
+        overrides=dict(model="rvt-t.yaml", data=str(data), epochs=1, batch=2, project=str(tmp_path), name="f", **TRAIN)
+    )
     trainer.data = trainer.get_dataset()
     model = trainer.get_model("rvt-t.yaml", verbose=False)
     first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
@@ -136,13 +146,13 @@ def test_event_frame_data_key_trains_a_2_channel_model(tiny_events, tmp_path):
 
 
 def test_memoryless_ablation_forgets_between_windows():
-    from yolo_etram.train import set_partition
+    from yolo_etram.nn import set_partition
 
     event = {"memory": False}
-    yaml_dict = RecurrentDetectionModel("rvt-t.yaml", ch=20, nc=3, verbose=False).yaml
+    yaml_dict = EventDetectionModel("rvt-t.yaml", ch=20, nc=3, verbose=False).yaml
     torch.manual_seed(0)
-    recurrent = RecurrentDetectionModel({**yaml_dict}, ch=20, nc=3, verbose=False).eval()
-    ablation = RecurrentDetectionModel({**yaml_dict, "event": event}, ch=20, nc=3, verbose=False).eval()
+    recurrent = EventDetectionModel({**yaml_dict}, ch=20, nc=3, verbose=False).eval()
+    ablation = EventDetectionModel({**yaml_dict, "event": event}, ch=20, nc=3, verbose=False).eval()
     ablation.load_state_dict(recurrent.state_dict())
     for m in (recurrent, ablation):
         set_partition(m, (3, 4))  # fits 96x128
@@ -165,8 +175,25 @@ def test_plain_yolo_command_trains_a_stock_yaml_on_event_data(tiny_events, tmp_p
     yolo = Path(sys.executable).parent / "yolo"
     if not yolo.exists():
         pytest.skip("the yolo console script is not installed in this environment")
-    out = subprocess.run([str(yolo), "train", "model=yolov8n.yaml", f"data={tiny_events}", "epochs=1", "batch=4",
-                          "workers=0", "imgsz=128", "plots=False", f"project={tmp_path}", "name=v8"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600, env={**os.environ})
+    out = subprocess.run(
+        [
+            str(yolo),
+            "train",
+            "model=yolov8n.yaml",
+            f"data={tiny_events}",
+            "epochs=1",
+            "batch=4",
+            "workers=0",
+            "imgsz=128",
+            "plots=False",
+            f"project={tmp_path}",
+            "name=v8",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ},
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert "prophesee/AP" in (tmp_path / "v8" / "results.csv").read_text()

@@ -12,15 +12,31 @@ BIN = Path(sys.executable).parent
 
 
 def run(cmd, cwd, env=None, timeout=600):
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 @pytest.mark.slow
 def test_plain_yolo_trains_our_yaml_and_still_runs_stock_models(tiny_events, tmp_path):
     if not (BIN / "yolo").exists():
         pytest.skip("the yolo console script is not installed in this environment")
-    out = run([str(BIN / "yolo"), "train", "model=rvt-t.yaml", f"data={tiny_events}", "epochs=1", "batch=2",
-               "workers=0", "imgsz=128", "plots=False", f"project={tmp_path}", "name=hook"], cwd=tmp_path)
+    out = run(
+        [
+            str(BIN / "yolo"),
+            "train",
+            "model=rvt-t.yaml",
+            f"data={tiny_events}",
+            "epochs=1",
+            "batch=2",
+            "workers=0",
+            "imgsz=128",
+            "plots=False",
+            f"project={tmp_path}",
+            "name=hook",
+        ],
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert (tmp_path / "hook" / "weights" / "best.pt").is_file()
     assert "prophesee/AP" in (tmp_path / "hook" / "results.csv").read_text()
@@ -28,14 +44,29 @@ def test_plain_yolo_trains_our_yaml_and_still_runs_stock_models(tiny_events, tmp
     import cv2
 
     cv2.imwrite(str(tmp_path / "img.png"), np.full((64, 64, 3), 128, np.uint8))
-    out = run([str(BIN / "yolo"), "predict", "model=yolov8n.yaml", f"source={tmp_path / 'img.png'}", "imgsz=64",
-               f"project={tmp_path}", "name=stock", "save=False"], cwd=tmp_path, env={"YOLO_VERBOSE": "True"})
+    out = run(
+        [
+            str(BIN / "yolo"),
+            "predict",
+            "model=yolov8n.yaml",
+            f"source={tmp_path / 'img.png'}",
+            "imgsz=64",
+            f"project={tmp_path}",
+            "name=stock",
+            "save=False",
+        ],
+        cwd=tmp_path,
+        env={"YOLO_VERBOSE": "True"},
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert "64x64" in out.stdout + out.stderr
 
 
 def test_hook_is_off_outside_yolo_and_with_the_switch(tmp_path):
-    code = "import sys; print('yolo_etram_hook' in sys.modules, any(type(h).__name__.startswith('_Activate') for h in sys.meta_path))"
+    code = (
+        "import sys; print('yolo_etram_hook' in sys.modules, "
+        "any(type(h).__name__.startswith('_Activate') for h in sys.meta_path))"
+    )
     out = run([sys.executable, "-c", code], cwd=tmp_path)
     hook_installed = out.stdout.split()
     if hook_installed[0] == "False":

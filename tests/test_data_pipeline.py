@@ -1,13 +1,12 @@
 """Training data pipeline: clip dataset, stream/random/mixed samplers, sequence-consistent augmentation, collate."""
 
 import pickle
-from collections import defaultdict
 
 import numpy as np
 import pytest
 import torch
-
 from rawdata import random_boxes, random_events
+
 from yolo_etram.data.augment import AugConfig, AugParams, augment_clip, hflip, zoom_in, zoom_in_window, zoom_out
 from yolo_etram.data.dataset import EventClipDataset, collate_clips
 from yolo_etram.data.io import write_boxes, write_events_h5
@@ -17,8 +16,15 @@ from yolo_etram.data.sampler import PAD_CLIP, PAD_KEY, ClipKey, MixedSampler, Ra
 
 W, H, T = 96, 64, 4
 # (duration s, labels start s, label gap (from, to) s or None): different lengths, late first labels, a label gap
-RECORDINGS = [(1.6, 0.0, None), (0.8, 0.5, None), (1.2, 0.0, (0.5, 0.8)), (0.6, 0.0, None), (1.0, 0.3, None),
-              (0.9, 0.0, None), (1.4, 0.6, None)]
+RECORDINGS = [
+    (1.6, 0.0, None),
+    (0.8, 0.5, None),
+    (1.2, 0.0, (0.5, 0.8)),
+    (0.6, 0.0, None),
+    (1.0, 0.3, None),
+    (0.9, 0.0, None),
+    (1.4, 0.6, None),
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +40,9 @@ def prepared(tmp_path_factory):
         if gap:
             keep &= (boxes["t"] < gap[0] * 1e6) | (boxes["t"] >= gap[1] * 1e6)
         write_boxes(f"{stem}_bbox.npy", boxes[keep])
-    prepare_dataset(root / "raw", root / "prep", PrepareConfig(kind="etram", downsample=False), splits=("train",),
-                    progress=False)
+    prepare_dataset(
+        root / "raw", root / "prep", PrepareConfig(kind="etram", downsample=1), splits=("train",), progress=False
+    )
     return root / "prep" / "train"
 
 
@@ -96,7 +103,7 @@ def test_item_one_read_padding_and_labels(ds, monkeypatch):
     assert not item["img"][n:].any()
     assert item["padded"].tolist() == [False] * n + [True] * (T - n)
     assert item["window_idx"].tolist() == list(range(row["start"], row["stop"])) + [-1] * (T - n)
-    np.testing.assert_array_equal(item["window_t"][:n].numpy(), seq.window_t[row["start"]:row["stop"]])
+    np.testing.assert_array_equal(item["window_t"][:n].numpy(), seq.window_t[row["start"] : row["stop"]])
     assert item["is_first"] is False and item["seq_id"] == seq_id
     for t in range(n):
         w = int(row["start"]) + t
@@ -124,8 +131,11 @@ def test_padded_clip_and_random_item(ds):
 
 
 def test_ultralytics_labels_names_and_class_map(ds, prepared):
-    n_labeled = sum(int((b is not None and len(b) > 0)) for i, s in enumerate(ds.sequences)
-                    for b in (ds.window_boxes(i, int(w)) for w in s.frame_repr_idx))
+    n_labeled = sum(
+        int(b is not None and len(b) > 0)
+        for i, s in enumerate(ds.sequences)
+        for b in (ds.window_boxes(i, int(w)) for w in s.frame_repr_idx)
+    )
     assert len(ds.labels) == n_labeled > 0
     lb = ds.labels[0]
     assert lb["cls"].shape[1] == 1 and lb["bboxes"].shape[1] == 4 and lb["shape"] == (H, W)
@@ -167,7 +177,7 @@ def test_stream_sampler_invariants(ds, batch_size, world_size):
         steps.add(sampler.steps_per_epoch)
         for column in slot_columns(keys, batch_size):
             real = [k for k in column if k.clip != PAD_CLIP]
-            assert column[:len(real)] == real  # padding only after the slot ran out
+            assert column[: len(real)] == real  # padding only after the slot ran out
             seqs_in_slot = []
             for k in real:
                 row = ds.clips_stream[k.clip]
@@ -184,7 +194,7 @@ def test_stream_sampler_invariants(ds, batch_size, world_size):
                 prev = k.clip
                 assert ds[k]["is_first"] == bool(row["first"])
                 visited += [(s, w) for w in range(row["start"], row["stop"])]
-            for k in column[len(real):]:
+            for k in column[len(real) :]:
                 assert k == PAD_KEY
     assert len(steps) == 1, "all ranks run the same number of steps"
     assert len(visited) == len(set(visited)) and set(visited) == stream_windows(ds)  # each window exactly once
@@ -258,8 +268,8 @@ def test_mixed_sampler(ds):
     assert len(keys) == len(mixed) == mixed.steps_per_epoch * 4
     stream = StreamSampler(ds, 2, seed=5, augment=True)
     assert mixed.steps_per_epoch == stream.steps_per_epoch
-    assert [k for t in range(mixed.steps_per_epoch) for k in keys[4 * t:4 * t + 2]] == stream.keys(2)
-    assert all(k.random for t in range(mixed.steps_per_epoch) for k in keys[4 * t + 2:4 * t + 4])
+    assert [k for t in range(mixed.steps_per_epoch) for k in keys[4 * t : 4 * t + 2]] == stream.keys(2)
+    assert all(k.random for t in range(mixed.steps_per_epoch) for k in keys[4 * t + 2 : 4 * t + 4])
     batch = collate_clips([ds[k] for k in keys[:4]])
     assert batch["is_first"][2:].all() and batch["is_first"][:2].all()  # first step: every stream slot starts
     batch = collate_clips([ds[k] for k in keys[4:8]])
@@ -311,7 +321,7 @@ def test_zoom_out_keeps_boxes_on_pixels(factor, ux, uy):
     for k in range(len(BOXES)):
         np.testing.assert_allclose(pixel_box(zimg, k + 1), zlab[0][k, 1:], atol=1.0)
     x0, y0 = int(ux * (W - zw)), int(uy * (H - zh))
-    assert not zimg[..., :y0, :].any() and not zimg[..., :, :x0].any() and not zimg[..., y0 + zh:, :].any()
+    assert not zimg[..., :y0, :].any() and not zimg[..., :, :x0].any() and not zimg[..., y0 + zh :, :].any()
 
 
 @pytest.mark.parametrize("ubox", [0.0, 0.5, 0.999])
@@ -405,8 +415,9 @@ def test_collate(ds):
     f = frames[0]
     lab = items[f // T]["labels"][f % T]
     x1, y1, x2, y2 = lab[0, 1:5]
-    np.testing.assert_allclose(batch["bboxes"][0].numpy(), [(x1 + x2) / 2 / W, (y1 + y2) / 2 / H, (x2 - x1) / W,
-                                                            (y2 - y1) / H], rtol=1e-6)
+    np.testing.assert_allclose(
+        batch["bboxes"][0].numpy(), [(x1 + x2) / 2 / W, (y1 + y2) / 2 / H, (x2 - x1) / W, (y2 - y1) / H], rtol=1e-6
+    )
     assert batch["cls"][0, 0] == lab[0, 0]
     assert batch["motion"].shape == (n, 2) and batch["motion"][0].tolist() == lab[0, 5:7].tolist()
     assert len(batch["im_file"]) == len(batch["ori_shape"]) == len(batch["ratio_pad"]) == B * T
@@ -419,8 +430,9 @@ def batches_through_loader(ds, num_workers, epochs=2):
     from ultralytics.data.build import InfiniteDataLoader
 
     sampler = MixedSampler(ds, 3, random_fraction=0.34, seed=11, augment=True)
-    loader = InfiniteDataLoader(ds, batch_size=3, shuffle=False, sampler=sampler, num_workers=num_workers,
-                                collate_fn=collate_clips)
+    loader = InfiniteDataLoader(
+        ds, batch_size=3, shuffle=False, sampler=sampler, num_workers=num_workers, collate_fn=collate_clips
+    )
     assert len(loader) == sampler.steps_per_epoch and len(loader.sampler) % loader.batch_size == 0
     out = []
     try:
@@ -459,5 +471,6 @@ def test_reads_rvt_prepared_split(golden):
                 assert item["labels"][t] is None
             else:
                 np.testing.assert_array_equal(item["labels"][t][:, 1:3], np.stack([raw["x"], raw["y"]], 1))
-    assert {int(w) for c in range(len(ds)) for w in ds[c]["window_idx"] if w >= 0} == \
-        set(range(max(int(seq.frame_repr_idx.min()) - 4, 0), len(seq)))
+    assert {int(w) for c in range(len(ds)) for w in ds[c]["window_idx"] if w >= 0} == set(
+        range(max(int(seq.frame_repr_idx.min()) - 4, 0), len(seq))
+    )

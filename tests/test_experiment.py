@@ -10,11 +10,21 @@ import pytest
 import torch
 
 from yolo_etram import EventYOLO
-from yolo_etram.experiment import compare_table, load_record, metrics_record
-from yolo_etram.size_aware import SizeWeightedAssigner, normalised_box_weights, size_weights
+from yolo_etram.metrics.records import compare_table, load_record, metrics_record
+from yolo_etram.nn.size_aware_loss import SizeWeightedAssigner, normalised_box_weights, size_weights
 
-FIELDS = ("run", "command", "code", "wall_time_s", "peak_memory_mib", "metrics", "model_yaml", "data_yaml",
-          "train_args", "plots")
+FIELDS = (
+    "run",
+    "command",
+    "code",
+    "wall_time_s",
+    "peak_memory_mib",
+    "metrics",
+    "model_yaml",
+    "data_yaml",
+    "train_args",
+    "plots",
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +36,19 @@ def run(tiny_events, tmp_path_factory):
     d = yaml.safe_load(Path(tiny_events).read_text())
     d["groups"] = {"cars": [1], "others": [0, 2]}
     data.write_text(yaml.safe_dump(d))
-    EventYOLO("rvt-t.yaml").train(data=str(data), epochs=1, batch=2, workers=0, imgsz=128, plots=True, seed=0,
-                                  project=str(project), name="a", exist_ok=True, lr0=1e-3)
+    EventYOLO("rvt-t.yaml").train(
+        data=str(data),
+        epochs=1,
+        batch=2,
+        workers=0,
+        imgsz=128,
+        plots=True,
+        seed=0,
+        project=str(project),
+        name="a",
+        exist_ok=True,
+        lr0=1e-3,
+    )
     return project / "a"
 
 
@@ -61,17 +82,35 @@ def test_compare_reads_runs_and_prints_deltas(run, tmp_path):
     ap_row = next(line for line in table.splitlines() if line.startswith("| AP |"))
     assert "(+0.1250)" in ap_row
     assert "| group cars |" in table and "| motion stationary |" in table
-    out = subprocess.run([sys.executable, "-m", "yolo_etram.cli", "compare", str(run), str(other)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "yolo_etram.cli", "compare", str(run), str(other)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "(+0.1250)" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "yolo_etram.cli", "compare", str(tmp_path / "missing")],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "yolo_etram.cli", "compare", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "no experiment_results.json" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_metrics_record_keeps_groups_classes_sizes_and_motion():
-    p = {"AP": 0.3, "AP_50": 0.5, "AP_75": 0.2, "AP_S": 0.1, "AP_M": 0.4, "AP_L": -1.0, "AP_all": 0.35,
-         "per_class": {"car": 0.3}, "groups": {"small": 0.1}, "subsets": {"moving": {"AP": 0.4, "n_gt": 9}}}
+    p = {
+        "AP": 0.3,
+        "AP_50": 0.5,
+        "AP_75": 0.2,
+        "AP_S": 0.1,
+        "AP_M": 0.4,
+        "AP_L": -1.0,
+        "AP_all": 0.35,
+        "per_class": {"car": 0.3},
+        "groups": {"small": 0.1},
+        "subsets": {"moving": {"AP": 0.4, "n_gt": 9}},
+    }
     m = metrics_record(p, {"fitness": 0.3})
     assert m["by_size"] == {"AP_S": 0.1, "AP_M": 0.4, "AP_L": -1.0} and m["groups"] == {"small": 0.1}
     assert m["motion"]["moving"]["AP"] == 0.4 and m["ultralytics"]["fitness"] == 0.3
@@ -90,11 +129,11 @@ def test_size_weights_fall_with_area_and_average_one():
 def _loss(size_aware, boxes, seed=0):
     from ultralytics.cfg import get_cfg
 
-    from yolo_etram.model import RecurrentDetectionModel
-    from yolo_etram.size_aware import make_size_aware
+    from yolo_etram.nn import EventDetectionModel
+    from yolo_etram.nn.size_aware_loss import make_size_aware
 
     torch.manual_seed(seed)
-    model = RecurrentDetectionModel("yolov8n.yaml", ch=20, nc=3, verbose=False)
+    model = EventDetectionModel("yolov8n.yaml", ch=20, nc=3, verbose=False)
     model.args = get_cfg()
     crit = make_size_aware(model.init_criterion(), size_aware)
     x = torch.rand(2, 20, 64, 64)
@@ -130,15 +169,35 @@ def test_data_yaml_size_aware_reaches_the_loss(tiny_events, tmp_path):
     d = {**yaml.safe_load(Path(tiny_events).read_text()), "size_aware": {"a": 2.0, "tau": 256}}
     data = tmp_path / "sa.yaml"
     data.write_text(yaml.safe_dump(d))
-    trainer = EventTrainer(overrides=dict(model="rvt-t.yaml", data=str(data), epochs=1, batch=2, project=str(tmp_path),
-                                          name="sa", workers=0, plots=False))
+    trainer = EventTrainer(
+        overrides=dict(
+            model="rvt-t.yaml",
+            data=str(data),
+            epochs=1,
+            batch=2,
+            project=str(tmp_path),
+            name="sa",
+            workers=0,
+            plots=False,
+        )
+    )
     trainer.data = trainer.get_dataset()
     model = trainer.get_model("rvt-t.yaml", verbose=False)
     model.args = trainer.args
     crit = model.init_criterion()
     assert isinstance(crit.assigner, SizeWeightedAssigner) and crit.assigner.a == 2.0 and crit.assigner.tau == 256
-    plain = EventTrainer(overrides=dict(model="rvt-t.yaml", data=str(tiny_events), epochs=1, batch=2,
-                                        project=str(tmp_path), name="p", workers=0, plots=False))
+    plain = EventTrainer(
+        overrides=dict(
+            model="rvt-t.yaml",
+            data=str(tiny_events),
+            epochs=1,
+            batch=2,
+            project=str(tmp_path),
+            name="p",
+            workers=0,
+            plots=False,
+        )
+    )
     plain.data = plain.get_dataset()
     m = plain.get_model("rvt-t.yaml", verbose=False)
     m.args = plain.args

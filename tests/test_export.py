@@ -21,18 +21,17 @@ from ultralytics.nn.autobackend import AutoBackend  # noqa: E402
 from ultralytics.utils import callbacks  # noqa: E402
 from ultralytics.utils.nms import non_max_suppression  # noqa: E402
 
+from yolo_etram import EventYOLO  # noqa: E402
 from yolo_etram.data.io import EventReader, write_events_h5  # noqa: E402
 from yolo_etram.data.representation import StackedHistogram  # noqa: E402
-from yolo_etram.export import (  # noqa: E402
-    EventExporter,
+from yolo_etram.export import EventExporter, export_recurrent  # noqa: E402
+from yolo_etram.nn.exported import (  # noqa: E402
     StatefulOnnxModel,
     StatefulTorchScriptModel,
-    export_recurrent,
     install_state_runner,
     read_state_specs,
     state_specs,
 )
-from yolo_etram.model import EventYOLO  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HW = (96, 128)  # fits partition (3, 4): multiples of 32 x (3, 4)
@@ -77,11 +76,19 @@ def state_like_constants(path: Path, specs) -> list[tuple[str, tuple, float]]:
     """Non-zero constants shaped like a stage map ``(B, *, H_s, W_s)``: a state (or a conv of one) baked in."""
     model = onnx.load(path)
     arrays = [(t.name, numpy_helper.to_array(t)) for t in model.graph.initializer]
-    arrays += [(n.output[0], numpy_helper.to_array(a.t)) for n in model.graph.node if n.op_type == "Constant"
-               for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    arrays += [
+        (n.output[0], numpy_helper.to_array(a.t))
+        for n in model.graph.node
+        if n.op_type == "Constant"
+        for a in n.attribute
+        if a.type == onnx.AttributeProto.TENSOR
+    ]
     spatial = {s.shape[-2:] for s in specs}
-    return [(name, a.shape, float(np.abs(a).max())) for name, a in arrays
-            if a.ndim == 4 and a.shape[0] == specs[0].shape[0] and a.shape[-2:] in spatial and np.any(a)]
+    return [
+        (name, a.shape, float(np.abs(a).max()))
+        for name, a in arrays
+        if a.ndim == 4 and a.shape[0] == specs[0].shape[0] and a.shape[-2:] in spatial and np.any(a)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +99,15 @@ def exported(tmp_path_factory):
         onnx_file = root / export_recurrent(model, "onnx", imgsz=HW)
         ts_file = root / export_recurrent(model, "torchscript", imgsz=HW)
     frames = random_frames(FRAMES)
-    return SimpleNamespace(model=model, onnx=onnx_file, ts=ts_file, root=root, frames=frames,
-                           ref=torch_sequence(model, frames), specs=state_specs(model.model, 1, *HW))
+    return SimpleNamespace(
+        model=model,
+        onnx=onnx_file,
+        ts=ts_file,
+        root=root,
+        frames=frames,
+        ref=torch_sequence(model, frames),
+        specs=state_specs(model.model, 1, *HW),
+    )
 
 
 def test_onnx_graph_takes_and_returns_states_with_metadata(exported):
@@ -193,14 +207,17 @@ def test_no_state_is_baked_into_the_graph(exported):
     assert state_like_constants(f, exported.specs)  # the check above can see a baked state
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"format": "openvino"}, "supported formats: onnx, torchscript"),
-    ({"format": "engine"}, "supported formats: onnx, torchscript"),
-    ({"imgsz": (100, 128)}, "multiples of 96x128"),
-    ({"imgsz": 128}, "multiples of 96x128"),
-    ({"dynamic": True}, "dynamic=True is not supported"),
-    ({"quantize": 8}, "quantize=8 is not supported"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"format": "openvino"}, "supported formats: onnx, torchscript"),
+        ({"format": "engine"}, "supported formats: onnx, torchscript"),
+        ({"imgsz": (100, 128)}, "multiples of 96x128"),
+        ({"imgsz": 128}, "multiples of 96x128"),
+        ({"dynamic": True}, "dynamic=True is not supported"),
+        ({"quantize": 8}, "quantize=8 is not supported"),
+    ],
+)
 def test_unsupported_exports_are_refused(exported, kw, message):
     kw = {"format": "onnx", "imgsz": HW, **kw}
     with pytest.raises(ValueError, match=message):
@@ -227,12 +244,28 @@ def test_deploy_example_matches_pytorch(exported, tmp_path):
     rec = tmp_path / "rec_td.h5"
     write_events_h5(rec, *random_events(60_000, 500_000, width, height, seed=3), width, height)
     out = tmp_path / "boxes.json"
-    argv = [str(exported.onnx), str(rec), "--conf", str(CONF), "--iou", str(IOU), "--max-windows", str(n),
-            "--json", str(out)]
-    blocked = ("import sys, runpy; sys.modules.update(torch=None, ultralytics=None); "  # importing either fails
-               "sys.argv = ['deploy'] + sys.argv[1:]; runpy.run_path(sys.argv.pop(1), run_name='__main__')")
-    proc = subprocess.run([sys.executable, "-c", blocked, str(REPO / "examples" / "deploy_onnx.py"), *argv],
-                          capture_output=True, text=True, timeout=120)
+    argv = [
+        str(exported.onnx),
+        str(rec),
+        "--conf",
+        str(CONF),
+        "--iou",
+        str(IOU),
+        "--max-windows",
+        str(n),
+        "--json",
+        str(out),
+    ]
+    blocked = (
+        "import sys, runpy; sys.modules.update(torch=None, ultralytics=None); "  # importing either fails
+        "sys.argv = ['deploy'] + sys.argv[1:]; runpy.run_path(sys.argv.pop(1), run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", blocked, str(REPO / "examples" / "deploy_onnx.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     got = json.loads(out.read_text())
     assert [w["window"] for w in got] == list(range(n)) and "window 0 " in proc.stdout

@@ -26,22 +26,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
 from rawdata import write_dat, write_npy_events
 from rvt_reference import correct_time, rvt_histogram, rvt_windows
+
 from yolo_etram.data.io import BBOX_DTYPE, EventH5Writer, EventReader, load_boxes, write_boxes
 from yolo_etram.data.prepare import PrepareConfig, prepare_dataset
 from yolo_etram.data.prepared import PreparedSequence
-from yolo_etram.errors import EtramError
+from yolo_etram.utils.errors import EtramError
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 
 
 def fuzz_settings(default: int):
     """Fixed-seed settings with ``default`` examples (``FUZZ_EXAMPLES`` overrides; ``FUZZ_RANDOM=1``: unseeded)."""
-    return settings(max_examples=FUZZ_EXAMPLES or default, deadline=None, derandomize=not os.environ.get("FUZZ_RANDOM"),
-                    database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-                    print_blob=True)
+    return settings(
+        max_examples=FUZZ_EXAMPLES or default,
+        deadline=None,
+        derandomize=not os.environ.get("FUZZ_RANDOM"),
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        print_blob=True,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -95,8 +100,14 @@ def write_events(path: Path, fmt: str, x, y, p, t, W, H):
         write_dat(path, x, y, p, t, W, H)
 
 
-@given(rec=recordings(), fmt=st.sampled_from(["h5", "npy", "dat"]), chunk=st.integers(1, 100),
-       polarity_pm1=st.booleans(), ends=st.lists(st.floats(-0.1, 1.1), max_size=8), duration=st.integers(1, 200_000))
+@given(
+    rec=recordings(),
+    fmt=st.sampled_from(["h5", "npy", "dat"]),
+    chunk=st.integers(1, 100),
+    polarity_pm1=st.booleans(),
+    ends=st.lists(st.floats(-0.1, 1.1), max_size=8),
+    duration=st.integers(1, 200_000),
+)
 @fuzz_settings(120)
 def test_readers_round_trip(rec, fmt, chunk, polarity_pm1, ends, duration):
     x, y, p, t, W, H, _ = rec
@@ -132,7 +143,7 @@ def label_boxes(span: int, W: int, H: int) -> np.ndarray:
     return b
 
 
-@given(data=st.data(), span=st.integers(140_000, 450_000), downsample=st.booleans())
+@given(data=st.data(), span=st.integers(140_000, 450_000), downsample=st.sampled_from([1, 2]))
 @fuzz_settings(40)
 def test_prepare_matches_reference(data, span, downsample):
     x, y, p, t, W, H, _ = data.draw(recordings(span=span, min_size=12))
@@ -148,11 +159,15 @@ def test_prepare_matches_reference(data, span, downsample):
         xe, ye, pe, te, oof, dec = repaired(x, y, p, t, W, H)
         assert (res.out_of_frame, res.decreasing_t) == (oof, dec)
         starts, stops = rvt_windows(te, window_t, 50_000)
-        ref = np.stack([rvt_histogram(xe[s:e], ye[s:e], pe[s:e], te[s:e], H, W, downsample=downsample)
-                        for s, e in zip(starts, stops)])
+        ref = np.stack(
+            [
+                rvt_histogram(xe[s:e], ye[s:e], pe[s:e], te[s:e], H, W, downsample=downsample)
+                for s, e in zip(starts, stops)
+            ]
+        )
         import h5py
 
-        name = "event_representations_ds2_nearest.h5" if downsample else "event_representations.h5"
+        name = "event_representations_ds2_nearest.h5" if downsample == 2 else "event_representations.h5"
         with h5py.File(seq / name) as f:
             np.testing.assert_array_equal(f["data"][:], ref)
 
@@ -163,8 +178,13 @@ def test_prepare_matches_reference(data, span, downsample):
 
 CW, CH, CSPAN = 32, 24, 400_000
 REPR = "event_representations_v2/stacked_histogram_dt=50_nbins=10"
-PREPARED_FILES = (f"{REPR}/event_representations.h5", f"{REPR}/timestamps_us.npy", f"{REPR}/objframe_idx_2_repr_idx.npy",
-                  "labels_v2/labels.npz", "labels_v2/timestamps_us.npy")
+PREPARED_FILES = (
+    f"{REPR}/event_representations.h5",
+    f"{REPR}/timestamps_us.npy",
+    f"{REPR}/objframe_idx_2_repr_idx.npy",
+    "labels_v2/labels.npz",
+    "labels_v2/timestamps_us.npy",
+)
 
 
 def _valid_files() -> dict[str, bytes]:
@@ -186,7 +206,7 @@ def _valid_files() -> dict[str, bytes]:
         raw.mkdir(parents=True)
         shutil.copy(Path(d) / "r_td.h5", raw)
         shutil.copy(Path(d) / "r_bbox.npy", raw)
-        prepare_dataset(raw.parent, Path(d) / "prepared", PrepareConfig(downsample=False), progress=False)
+        prepare_dataset(raw.parent, Path(d) / "prepared", PrepareConfig(downsample=1), progress=False)
         seq = Path(d) / "prepared" / "val" / "r"
         for f in PREPARED_FILES:
             out[f] = (seq / f).read_bytes()
@@ -197,8 +217,13 @@ VALID = _valid_files()
 
 
 # A corruption: a list of (offset or cut, junk bytes or None); small to print when a case fails.
-CORRUPTIONS = st.lists(st.tuples(st.one_of(st.integers(0, 2048), st.floats(0, 1)),
-                                  st.one_of(st.none(), st.binary(min_size=1, max_size=32))), min_size=1, max_size=3)
+CORRUPTIONS = st.lists(
+    st.tuples(
+        st.one_of(st.integers(0, 2048), st.floats(0, 1)), st.one_of(st.none(), st.binary(min_size=1, max_size=32))
+    ),
+    min_size=1,
+    max_size=3,
+)
 
 
 def corrupt(data: bytes, ops) -> bytes:
@@ -211,7 +236,7 @@ def corrupt(data: bytes, ops) -> bytes:
             del data[pos:]
         else:
             end = len(data)
-            data[pos:pos + len(junk)] = junk
+            data[pos : pos + len(junk)] = junk
             del data[end:]
     return bytes(data)
 
@@ -240,7 +265,7 @@ def test_corrupt_files_raise_only_our_errors(fmt, ops):
         except EtramError:
             pass
         try:
-            (res,) = prepare_dataset(raw, out, PrepareConfig(kind="etram", downsample=False), progress=False)
+            (res,) = prepare_dataset(raw, out, PrepareConfig(kind="etram", downsample=1), progress=False)
         except EtramError:
             assert not (out / "val" / "r").exists()
         else:

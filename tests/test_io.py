@@ -2,11 +2,18 @@
 
 import numpy as np
 import pytest
-
 from rawdata import random_events, write_dat
 from rvt_reference import correct_time, rvt_windows
-from yolo_etram.data.io import (BBOX_DTYPE, EventDataError, EventReader, find_recordings, load_boxes, write_boxes,
-                                write_events_h5)
+
+from yolo_etram.data.io import (
+    BBOX_DTYPE,
+    EventDataError,
+    EventReader,
+    find_recordings,
+    load_boxes,
+    write_boxes,
+    write_events_h5,
+)
 
 
 def read_all(reader):
@@ -83,8 +90,19 @@ def test_windows_follow_rvt_bounds(tmp_path):
 
 
 def test_boxes_legacy_names_and_errors(tmp_path):
-    legacy = np.zeros(2, [("ts", "<u8"), ("x", "<f4"), ("y", "<f4"), ("w", "<f4"), ("h", "<f4"),
-                          ("class_id", "u1"), ("confidence", "<f4"), ("track_id", "<u4")])
+    legacy = np.zeros(
+        2,
+        [
+            ("ts", "<u8"),
+            ("x", "<f4"),
+            ("y", "<f4"),
+            ("w", "<f4"),
+            ("h", "<f4"),
+            ("class_id", "u1"),
+            ("confidence", "<f4"),
+            ("track_id", "<u4"),
+        ],
+    )
     legacy["ts"] = [10, 20]
     legacy["confidence"] = 0.5
     np.save(tmp_path / "a_bbox.npy", legacy)

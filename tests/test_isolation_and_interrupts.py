@@ -14,7 +14,8 @@ import yaml
 
 from yolo_etram import EventYOLO
 from yolo_etram.data.dataset import EventClipDataset, collate_clips
-from yolo_etram.train import EventTrainer, set_partition
+from yolo_etram.nn import set_partition
+from yolo_etram.train import EventTrainer
 
 TRAIN = dict(batch=2, workers=0, imgsz=128, plots=False, val=True, seed=0, deterministic=True, exist_ok=True, lr0=1e-3)
 
@@ -54,8 +55,12 @@ def test_validation_of_a_sequence_does_not_depend_on_what_its_slot_ran_before(ti
     for split, seqs in (("both", (a, b)), ("alone", (b,))):
         for s in seqs:
             shutil.copytree(s, tmp_path / "data" / split / s.name)
-    data = {**yaml.safe_load(Path(tiny_events).read_text()), "path": str(tmp_path / "data"), "val": "both",
-            "test": "alone"}
+    data = {
+        **yaml.safe_load(Path(tiny_events).read_text()),
+        "path": str(tmp_path / "data"),
+        "val": "both",
+        "test": "alone",
+    }
     (tmp_path / "d.yaml").write_text(yaml.safe_dump(data))
     torch.manual_seed(0)
     model = EventYOLO("rvt-t.yaml")
@@ -63,8 +68,17 @@ def test_validation_of_a_sequence_does_not_depend_on_what_its_slot_ran_before(ti
     model.save(weights)
     preds = {}
     for split in ("val", "test"):
-        EventYOLO(str(weights)).val(data=str(tmp_path / "d.yaml"), split=split, batch=1, save_json=True, plots=False,
-                                    conf=0.001, project=str(tmp_path), name=split, exist_ok=True)
+        EventYOLO(str(weights)).val(
+            data=str(tmp_path / "d.yaml"),
+            split=split,
+            batch=1,
+            save_json=True,
+            plots=False,
+            conf=0.001,
+            project=str(tmp_path),
+            name=split,
+            exist_ok=True,
+        )
         preds[split] = np.load(tmp_path / split / f"{b.name}_pred.npy")
     assert len(preds["test"]) > 0
     np.testing.assert_array_equal(preds["val"], preds["test"])
@@ -96,8 +110,10 @@ def test_resume_continues_on_the_same_schedule(tiny_events, tmp_path):
     saved = torch.load(last, weights_only=False)["optimizer"]
     seen = {}
     resumed = EventYOLO(str(last))
-    resumed.add_callback("on_train_start",  # a copy: training goes on to update the state in place
-                         lambda t: seen.update(state=copy.deepcopy(t.optimizer.state_dict()), epoch=t.start_epoch))
+    resumed.add_callback(
+        "on_train_start",  # a copy: training goes on to update the state in place
+        lambda t: seen.update(state=copy.deepcopy(t.optimizer.state_dict()), epoch=t.start_epoch),
+    )
     resumed.train(resume=True)
     assert seen["epoch"] == 1
     assert saved["state"] and seen["state"]["state"].keys() == saved["state"].keys()
@@ -112,7 +128,6 @@ def test_resume_continues_on_the_same_schedule(tiny_events, tmp_path):
 
 def test_abandoned_prediction_stream_leaves_a_readable_video(tmp_path):
     import cv2
-
     from test_predict import recording, tiny_model
 
     rec = recording(tmp_path / "rec_td.h5", seconds=1.0)
@@ -134,12 +149,15 @@ def test_abandoned_prediction_stream_leaves_a_readable_video(tmp_path):
 def test_non_finite_model_output_is_named_by_recording_and_time(tmp_path):
     from test_predict import recording, tiny_model
 
-    from yolo_etram.errors import NonFiniteOutputError
+    from yolo_etram.utils.errors import NonFiniteOutputError
 
     rec = recording(tmp_path / "rec_td.h5", seconds=0.5)
     model = tiny_model()
     with torch.no_grad():
         next(model.model.parameters()).fill_(float("nan"))
-    with pytest.raises(NonFiniteOutputError, match=r"rec_td\.h5: the model's output is NaN or infinite for the window "
-                                                   r"ending at 0\.050 s \(window 1 of"):
+    with pytest.raises(
+        NonFiniteOutputError,
+        match=r"rec_td\.h5: the model's output is NaN or infinite for the window "
+        r"ending at 0\.050 s \(window 1 of",
+    ):
         list(model.predict(str(rec), stream=True, verbose=False))

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from yolo_etram.model import EventYOLO, RecurrentDetectionModel
+from yolo_etram import EventYOLO
+from yolo_etram.nn import EventDetectionModel
 
 YAMLS = ["rvt-t.yaml", "rvt-s.yaml", "rvt-b.yaml", "rvt-t-3scale.yaml", "rvt-s-3scale.yaml", "rvt-b-3scale.yaml"]
 HW = (192, 320)  # the smallest input partition (6, 10) divides
@@ -15,7 +16,7 @@ HW = (192, 320)  # the smallest input partition (6, 10) divides
 
 def small_model(name="rvt-t.yaml", **kw):
     torch.manual_seed(0)
-    m = RecurrentDetectionModel(name, verbose=False, **kw)
+    m = EventDetectionModel(name, verbose=False, **kw)
     m.args = SimpleNamespace(box=7.5, cls=0.5, dfl=1.5)
     return m
 
@@ -49,17 +50,17 @@ def test_every_yaml_builds_and_trains_one_step(name):
 def test_backbone_parameter_counts_match_rvt():
     expected = {"rvt-t.yaml": 3.220, "rvt-s.yaml": 7.209, "rvt-b.yaml": 12.785}
     for name, millions in expected.items():
-        m = RecurrentDetectionModel(name, verbose=False)
+        m = EventDetectionModel(name, verbose=False)
         assert round(sum(p.numel() for p in m.backbone.parameters()) / 1e6, 3) == millions
     neck = {"rvt-t-3scale.yaml": 0.711, "rvt-s-3scale.yaml": 1.596, "rvt-b-3scale.yaml": 3.861}  # RVT's PAFPN
     for name, millions in neck.items():
-        m = RecurrentDetectionModel(name, verbose=False)
+        m = EventDetectionModel(name, verbose=False)
         assert round(sum(p.numel() for p in m.model[5:-1].parameters()) / 1e6, 3) == millions
 
 
 def test_channels_come_from_yaml_or_data():
-    assert RecurrentDetectionModel("rvt-t.yaml", verbose=False).yaml["channels"] == 20
-    m2 = RecurrentDetectionModel("rvt-t.yaml", ch=2, verbose=False)
+    assert EventDetectionModel("rvt-t.yaml", verbose=False).yaml["channels"] == 20
+    m2 = EventDetectionModel("rvt-t.yaml", ch=2, verbose=False)
     assert m2.backbone.stages[0].downsample.conv.weight.shape[1] == 2
 
 
@@ -105,9 +106,13 @@ def test_unlabeled_frames_add_nothing_to_the_loss():
     preds = m(x)
     for v in (preds["boxes"], preds["scores"]):
         v.retain_grad()
-    batch = {"img": x, "batch_idx": torch.tensor([1.0, 1.0]), "cls": torch.tensor([[0.0], [1.0]]),
-             "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.3], [0.2, 0.2, 0.1, 0.2]]),
-             "labeled": torch.tensor([False, True, False])}
+    batch = {
+        "img": x,
+        "batch_idx": torch.tensor([1.0, 1.0]),
+        "cls": torch.tensor([[0.0], [1.0]]),
+        "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.3], [0.2, 0.2, 0.1, 0.2]]),
+        "labeled": torch.tensor([False, True, False]),
+    }
     loss, _ = m.loss(batch, preds)
     loss.sum().backward()
     g = preds["scores"].grad
@@ -117,8 +122,13 @@ def test_unlabeled_frames_add_nothing_to_the_loss():
 
 def test_no_labeled_frame_gives_zero_loss_with_graph():
     m = small_model().train()
-    batch = {"img": counts(1, 2), "batch_idx": torch.zeros(0), "cls": torch.zeros(0, 1), "bboxes": torch.zeros(0, 4),
-             "labeled": torch.tensor([False, False])}
+    batch = {
+        "img": counts(1, 2),
+        "batch_idx": torch.zeros(0),
+        "cls": torch.zeros(0, 1),
+        "bboxes": torch.zeros(0, 4),
+        "labeled": torch.tensor([False, False]),
+    }
     loss, _ = m.loss(batch)
     assert loss.sum().item() == 0 and loss.requires_grad
 
@@ -147,7 +157,7 @@ def test_event_yolo_keeps_stock_models_stock():
     from ultralytics.nn.tasks import DetectionModel
 
     ours = EventYOLO("rvt-t.yaml")
-    assert isinstance(ours.model, RecurrentDetectionModel)
+    assert isinstance(ours.model, EventDetectionModel)
     stock = EventYOLO("yolov8n.yaml")
     assert type(stock.model) is DetectionModel
 

@@ -3,9 +3,18 @@ subset in the evaluator and the validator."""
 
 import numpy as np
 import pytest
+from events_fixture import raw_dir
 
-from yolo_etram.data.motion import (MOTION_DTYPE, MOVING, PARKED, STOPPED, UNKNOWN, align_motion, motion_columns,
-                                    motion_subsets)
+from yolo_etram.data.motion import (
+    MOTION_DTYPE,
+    MOVING,
+    PARKED,
+    STOPPED,
+    UNKNOWN,
+    align_motion,
+    motion_columns,
+    motion_subsets,
+)
 from yolo_etram.metrics.prophesee import PropheseeEvaluator, to_eval_boxes
 
 
@@ -30,7 +39,11 @@ def test_motion_subsets_bin_stopped_objects_by_time():
     s = motion_subsets(codes, still)
     assert s["moving"].tolist() == [1, 0, 0, 0, 0, 0] and s["stationary"].tolist() == [0, 1, 1, 1, 0, 0]
     assert s["parked"].tolist() == [0, 0, 0, 0, 1, 0]
-    assert [s[k].nonzero()[0].tolist() for k in ("stationary 0-1s", "stationary 1-3s", "stationary >3s")] == [[1], [2], [3]]
+    assert [s[k].nonzero()[0].tolist() for k in ("stationary 0-1s", "stationary 1-3s", "stationary >3s")] == [
+        [1],
+        [2],
+        [3],
+    ]
 
 
 def test_prepare_carries_motion_and_the_dataset_puts_it_in_the_batch(tiny_events):
@@ -40,7 +53,7 @@ def test_prepare_carries_motion_and_the_dataset_puts_it_in_the_batch(tiny_events
     from yolo_etram.data.prepared import list_sequences
 
     data = yaml.safe_load(tiny_events.read_text())
-    raw = tiny_events.parent / "raw" / "train"
+    raw = raw_dir(tiny_events) / "train"
     seq = list_sequences(f"{data['path']}/train")[0]
     labels = np.load(seq / "labels_v2" / "labels.npz")["labels"]
     motion = np.load(seq / "labels_v2" / "motion.npy")
@@ -67,7 +80,7 @@ def test_subset_ap_equals_ap_without_the_other_objects(seed):
     """Scoring a subset equals scoring a copy of the data from which the other ground truth and the detections of it
     were removed by hand."""
     rng = np.random.default_rng(seed)
-    gts, preds, members = [], [], []
+    gts, preds = [], []
     for frame in range(6):
         t = 600_000 + frame * 100_000
         xyxy = disjoint_boxes(8, rng)
@@ -78,9 +91,17 @@ def test_subset_ap_equals_ap_without_the_other_objects(seed):
         jitter = xyxy[found] + rng.normal(0, 1.5, (found.sum(), 4))
         fp = np.array([[900.0, 900.0, 920.0, 920.0]]) + rng.uniform(0, 50, (2, 1))
         gts.append((to_eval_boxes(xyxy, None, cls, t), member))
-        preds.append((to_eval_boxes(np.concatenate([jitter, fp]), rng.random(found.sum() + 2),
-                                    np.concatenate([cls[found], rng.integers(0, 2, 2)]), t),
-                       np.concatenate([member[found], [True, True]])))
+        preds.append(
+            (
+                to_eval_boxes(
+                    np.concatenate([jitter, fp]),
+                    rng.random(found.sum() + 2),
+                    np.concatenate([cls[found], rng.integers(0, 2, 2)]),
+                    t,
+                ),
+                np.concatenate([member[found], [True, True]]),
+            )
+        )
     gt = np.concatenate([g for g, _ in gts])
     member = np.concatenate([m for _, m in gts])
     pred = np.concatenate([p for p, _ in preds])

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from rawdata import random_events
+
 from yolo_etram import EventYOLO
 from yolo_etram.data.io import write_events_h5
 from yolo_etram.data.representation import StackedHistogram
@@ -35,7 +35,7 @@ def test_windows_equal_prepare_bits(tmp_path):
     assert wins[0].is_first and not any(w.is_first for w in wins[1:])
     from yolo_etram.data.io import EventReader
 
-    rep = StackedHistogram(192, 256, downsample=True)
+    rep = StackedHistogram(192, 256, downsample=2)
     with EventReader(rec) as r:
         for w in wins:
             np.testing.assert_array_equal(w.hist, rep(*r.read_window(w.t_end, 50_000)))
@@ -87,8 +87,9 @@ def test_save_writes_a_readable_video(tmp_path):
 
     rec = recording(tmp_path / "clip_td.h5")
     model = tiny_model()
-    for _ in model.predict(str(rec), conf=0.5, save=True, stream=True, project=str(tmp_path), name="pred",
-                           verbose=False):
+    for _ in model.predict(
+        str(rec), conf=0.5, save=True, stream=True, project=str(tmp_path), name="pred", verbose=False
+    ):
         pass
     videos = list((tmp_path / "pred").glob("clip_td.*"))
     assert videos, list((tmp_path / "pred").iterdir())
@@ -144,8 +145,12 @@ def test_stream_memory_stays_flat_on_long_recordings(tmp_path):
     import sys
 
     rec = recording(tmp_path / "long_td.h5", seconds=60, seed=3)
-    out = subprocess.run([sys.executable, "-c", STREAM_RSS, str(rec), str(Path(__file__).parent)],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", STREAM_RSS, str(rec), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     rss = {int(i): float(m) for i, m in (line.split() for line in out.stdout.strip().splitlines()[-2:])}
     assert set(rss) == {480, 1199}
@@ -175,8 +180,10 @@ def test_every_source_kind_gives_the_same_windows(tmp_path, tiny_events):
     arr = np.zeros(len(t), [("x", "<u2"), ("y", "<u2"), ("p", "<i2"), ("t", "<i8")])
     arr["x"], arr["y"], arr["p"], arr["t"] = x, y, p, t
     np.save(tmp_path / "r_td.npy", arr)
-    kinds = [list(EventWindowSource(tmp_path / f"r_td.{ext}", downsample=2, height=192, width=256))
-             for ext in ("h5", "dat", "npy")]
+    kinds = [
+        list(EventWindowSource(tmp_path / f"r_td.{ext}", downsample=2, height=192, width=256))
+        for ext in ("h5", "dat", "npy")
+    ]
     assert len(kinds[0]) == 10
     for other in kinds[1:]:
         assert [w.t_end for w in other] == [w.t_end for w in kinds[0]]

@@ -8,9 +8,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from rawdata import make_raw_dataset, random_boxes, random_events
 from rvt_reference import rvt_prepare_events
+
 from yolo_etram.data import prepare as prep
 from yolo_etram.data.io import BBOX_DTYPE, EventDataError, write_boxes, write_events_h5
 from yolo_etram.data.labels import DATASET_KINDS, select_label_frames
@@ -41,8 +41,9 @@ def test_bit_identical_to_rvt_on_golden(golden, tmp_path):
     assert [r.status for r in results] == ["done"] * 3
     for split in ("train", "val", "test"):
         seq = f"golden_{split}_0000"
-        assert_same_sequence(tmp_path / split / seq, golden / "rvt_prepared" / split / seq,
-                             "event_representations_ds2_nearest.h5")
+        assert_same_sequence(
+            tmp_path / split / seq, golden / "rvt_prepared" / split / seq, "event_representations_ds2_nearest.h5"
+        )
 
 
 def test_histograms_match_reference_on_random_recordings(tmp_path):
@@ -56,16 +57,18 @@ def test_histograms_match_reference_on_random_recordings(tmp_path):
     x[7::1000] = 500  # out of frame
     write_events_h5(tmp_path / "raw/train/r_td.h5", x, y, p, t, w, h)
     write_boxes(tmp_path / "raw/train/r_bbox.npy", random_boxes(dur, w, h, seed=5))
-    for downsample in (False, True):
+    for downsample in (1, 2):
         out = tmp_path / f"out{downsample}"
-        (res,) = prepare_dataset(tmp_path / "raw", out, PrepareConfig(kind="etram", downsample=downsample), progress=False)
+        (res,) = prepare_dataset(
+            tmp_path / "raw", out, PrepareConfig(kind="etram", downsample=downsample), progress=False
+        )
         seq = out / "train" / "r" / REPR
         window_t = np.load(seq / "timestamps_us.npy")
         assert res.out_of_frame == int((x >= w).sum())  # each dropped event counted once (one block: whole file)
         assert res.decreasing_t > 0
         keep = x < w
         ref = rvt_prepare_events(x[keep], y[keep], p[keep], t[keep], window_t, h, w, downsample=downsample)
-        name = "event_representations_ds2_nearest.h5" if downsample else "event_representations.h5"
+        name = "event_representations_ds2_nearest.h5" if downsample == 2 else "event_representations.h5"
         with h5py.File(seq / name) as f:
             np.testing.assert_array_equal(f["data"][:], ref)
 
@@ -101,7 +104,7 @@ def test_unsupported_label_rate_is_a_clear_error():
 
 
 def test_filters_class_crop_size_and_faulty(tmp_path):
-    from yolo_etram.data.labels import filter_boxes
+    from yolo_etram.data.labels import apply_label_filters
 
     b = boxes_at([200_000] * 5)
     b["class_id"] = [0, 3, 1, 2, 0]
@@ -109,11 +112,11 @@ def test_filters_class_crop_size_and_faulty(tmp_path):
     b["w"][3] = 4  # too narrow
     b["w"][4] = 1200  # faulty on train
     gen4 = DATASET_KINDS["gen4"]
-    train = filter_boxes(b, gen4, 720, 1280, train=True)
+    train = apply_label_filters(b, gen4, 720, 1280, train=True)
     assert list(train["class_id"]) == [0, 1]
     assert train["w"][1] == np.float32(29)
-    assert len(filter_boxes(b, gen4, 720, 1280, train=False)) == 3
-    assert len(filter_boxes(b, DATASET_KINDS["etram"], 720, 1280, train=False)) == 4  # eTraM keeps class 3
+    assert len(apply_label_filters(b, gen4, 720, 1280, train=False)) == 3
+    assert len(apply_label_filters(b, DATASET_KINDS["etram"], 720, 1280, train=False)) == 4  # eTraM keeps class 3
 
 
 def test_resume_after_interruption(tmp_path, monkeypatch):
@@ -148,7 +151,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_prepare_does_not_import_torch_or_ultralytics():
-    code = "import sys, yolo_etram.data.prepare, yolo_etram.data.synthetic; print('torch' in sys.modules, 'ultralytics' in sys.modules)"
+    code = (
+        "import sys, yolo_etram.data.prepare, yolo_etram.data.synth; "
+        "print('torch' in sys.modules, 'ultralytics' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -171,15 +177,19 @@ def test_peak_memory_does_not_grow_with_length(tmp_path):
         dur = seconds * 1_000_000
         write_events_h5(raw / "train/r_td.h5", *random_events(seconds * 1_500_000, dur, 1280, 720, seed=1), 1280, 720)
         write_boxes(raw / "train/r_bbox.npy", random_boxes(dur, 1280, 720))
-        out = subprocess.run([sys.executable, "-c", PEAK_RSS, str(raw), str(tmp_path / f"out{seconds}")],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS, str(raw), str(tmp_path / f"out{seconds}")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         peaks[seconds] = int(out.split()[-1]) / 1024  # MiB
     # 4x more events would add ~4 x 1.5 M x 32 bytes = 200 MiB if the recording were held in memory
     assert peaks[12] < peaks[3] + 40, peaks
 
 
 def test_a_bad_recording_fails_alone(tmp_path, capsys):
-    """One corrupt file: its sequence fails with a one-line error naming it, nothing of it is left, the others finish."""
+    """One corrupt file: its sequence fails with a one-line error naming it, nothing of it is left, others finish."""
     raw = make_raw_dataset(tmp_path / "raw", n_per_split=2, duration_us=700_000, n_events=20_000, splits=("train",))
     bad = raw / "train" / "rand_train_0001_td.h5"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)  # truncated HDF5

@@ -1,8 +1,8 @@
 """Reading prepared sequences (RVT's and ours): windows, histogram slices, labels as RVT's loader serves them."""
 
 import numpy as np
-
 from rvt_reference import rvt_loader_labels
+
 from yolo_etram.data.io import BBOX_DTYPE
 from yolo_etram.data.prepared import PreparedSequence, list_sequences, scale_boxes
 
@@ -21,7 +21,9 @@ def test_reads_rvt_prepared_sequence(golden):
         start = seq.frame_label_idx[f]
         stop = seq.frame_label_idx[f + 1] if f + 1 < len(seq.frame_label_idx) else len(seq.labels)
         ref = rvt_loader_labels(seq.labels[start:stop], (720, 1280), 2)
-        np.testing.assert_array_equal(np.stack([ours[k].astype(np.float32) for k in ("x", "y", "w", "h")], 1), ref[:, 1:5])
+        np.testing.assert_array_equal(
+            np.stack([ours[k].astype(np.float32) for k in ("x", "y", "w", "h")], 1), ref[:, 1:5]
+        )
         assert ours["x"].max() <= 639 and (ours["x"] + ours["w"]).max() <= 639
 
 
@@ -32,6 +34,12 @@ def test_scale_matches_rvt_on_edge_boxes():
     b["w"], b["h"] = rng.uniform(0.1, 300, 500), rng.uniform(0.1, 200, 500)
     b["x"][:5] = [1279, 1278.5, 0, 1279.9, 1280]
     ours = scale_boxes(b, (360, 640), 2)
-    ref = rvt_loader_labels(b[(np.clip(b["x"] + b["w"], 0, 1279) - np.clip(b["x"], 0, 1279) > 0)
-                              & (np.clip(b["y"] + b["h"], 0, 719) - np.clip(b["y"], 0, 719) > 0)], (720, 1280), 2)
+    ref = rvt_loader_labels(
+        b[
+            (np.clip(b["x"] + b["w"], 0, 1279) - np.clip(b["x"], 0, 1279) > 0)
+            & (np.clip(b["y"] + b["h"], 0, 719) - np.clip(b["y"], 0, 719) > 0)
+        ],
+        (720, 1280),
+        2,
+    )
     np.testing.assert_array_equal(np.stack([ours[k] for k in ("x", "y", "w", "h")], 1), ref[:, 1:5])

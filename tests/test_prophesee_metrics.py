@@ -11,7 +11,7 @@ from yolo_etram.metrics.prophesee import (
     EVAL_BBOX_DTYPE,
     PropheseeEvaluator,
     evaluate_folder,
-    filter_boxes,
+    filter_eval_boxes,
     filter_mask,
     match_times,
     plot_pr_curves,
@@ -45,17 +45,31 @@ def synthetic_sequence(
     cls = rng.integers(0, n_classes, n)
     if every_class:  # the first boxes of each frame cover all classes
         cls[np.concatenate([np.cumsum(per_frame) - per_frame + k for k in range(n_classes)])] = np.repeat(
-            np.arange(n_classes), n_frames)
-    gt = boxes(np.repeat(ts, per_frame), rng.uniform(0, 500, n), rng.uniform(0, 250, n), rng.uniform(12, 140, n),
-               rng.uniform(12, 110, n), cls)
+            np.arange(n_classes), n_frames
+        )
+    gt = boxes(
+        np.repeat(ts, per_frame),
+        rng.uniform(0, 500, n),
+        rng.uniform(0, 250, n),
+        rng.uniform(12, 140, n),
+        rng.uniform(12, 110, n),
+        cls,
+    )
     pred = gt[rng.random(n) > 0.15]
     for f in ("x", "y", "w", "h"):
         pred[f] += rng.normal(0, 3, len(pred)).astype(np.float32)
     relabel = rng.random(len(pred)) < 0.1
     pred["class_id"][relabel] = rng.integers(0, n_classes, relabel.sum())
     pred["class_confidence"] = rng.uniform(0.3, 1.0, len(pred))
-    fp = boxes(np.repeat(ts, 2), rng.uniform(0, 500, 2 * n_frames), rng.uniform(0, 250, 2 * n_frames), 40, 40,
-               rng.integers(0, n_classes, 2 * n_frames), rng.uniform(0, 0.6, 2 * n_frames))
+    fp = boxes(
+        np.repeat(ts, 2),
+        rng.uniform(0, 500, 2 * n_frames),
+        rng.uniform(0, 250, 2 * n_frames),
+        40,
+        40,
+        rng.integers(0, n_classes, 2 * n_frames),
+        rng.uniform(0, 0.6, 2 * n_frames),
+    )
     pred = np.concatenate([pred, fp])
     return gt, pred[np.argsort(pred["t"], kind="stable")]
 
@@ -82,8 +96,12 @@ def test_golden_rvt_and_etram_numbers(golden, backend):
         assert result[key] == pytest.approx(rvt[key], abs=1e-6), key
     assert result["AP"] == pytest.approx(0.4540, abs=5e-5)
 
-    etram_keys = dict(zip(STAT_KEYS, ["AP", "AP_50", "AP_75", "AP_S", "AP_M", "AP_L",
-                                      "AR_max_det=1", "AR_max_det=10", "AR_max_det=100"]))
+    etram_keys = dict(
+        zip(
+            STAT_KEYS,
+            ["AP", "AP_50", "AP_75", "AP_S", "AP_M", "AP_L", "AR_max_det=1", "AR_max_det=10", "AR_max_det=100"],
+        )
+    )
     for ours, theirs in etram_keys.items():
         assert result["agnostic"][ours] == pytest.approx(etram[theirs], abs=1e-6), ours
     assert result["AP_all"] == pytest.approx(0.5350, abs=5e-5)
@@ -135,14 +153,23 @@ def test_golden_prophesee_dtype_input(golden):
 
 def test_filter_time_is_strict():
     b = boxes([499_999, 500_000, 500_001], 0, 0, 50, 50, 0)
-    assert filter_boxes(b)["t"].tolist() == [500_001]
+    assert filter_eval_boxes(b)["t"].tolist() == [500_001]
     assert filter_mask(b, skip_ts_us=0).all()
 
 
 def test_filter_diag_and_side_boundaries():
     # (w, h): diagonal exactly 30 is kept, sides exactly 10 are kept; anything under either threshold is dropped
-    cases = {(18, 24): True, (18, 23.99): False, (10, 50): True, (9.99, 50): False, (50, 10): True,
-             (50, 9.99): False, (10, 28.2): False, (29.9, 29.9): True, (40, 45): True}
+    cases = {
+        (18, 24): True,
+        (18, 23.99): False,
+        (10, 50): True,
+        (9.99, 50): False,
+        (50, 10): True,
+        (50, 9.99): False,
+        (10, 28.2): False,
+        (29.9, 29.9): True,
+        (40, 45): True,
+    }
     b = boxes(1_000_000, 0, 0, [w for w, _ in cases], [h for _, h in cases], 0)
     assert filter_mask(b).tolist() == list(cases.values())
     assert filter_mask(b, min_box_diag=60, min_box_side=20).tolist() == [False] * 8 + [True]

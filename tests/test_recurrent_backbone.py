@@ -1,4 +1,5 @@
 """RecurrentMaxViT: shapes, parameter counts, the recurrent-state protocol and sequence invariance."""
+
 import copy
 import io
 import pickle
@@ -19,7 +20,7 @@ def make_model(seed: int = 0, **kwargs) -> RecurrentMaxViT:
     # LayerScale starts at 1e-5, which would hide the attention branches from every comparison below.
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith('gamma'):
+            if name.endswith("gamma"):
                 p.uniform_(0.2, 1.0)
     return model.eval()
 
@@ -38,6 +39,7 @@ def assert_features_close(a, b, atol=1e-5):
 
 # ---------------------------------------------------------------------------------------------------- structure
 
+
 def test_stage_shapes_and_strides():
     model = make_model()
     assert model.out_channels == [32, 64, 128, 256]
@@ -48,14 +50,22 @@ def test_stage_shapes_and_strides():
     model.reset()
     feats = model(events(2, 3, 20, H, W))  # (B, T, ...) -> B*T frames
     assert [tuple(f.shape) for f in feats] == [(6, 32, 16, 40), (6, 64, 8, 20), (6, 128, 4, 10), (6, 256, 2, 5)]
-    assert [tuple(h.shape) for h, _ in model.states] == [(2, 32, 16, 40), (2, 64, 8, 20), (2, 128, 4, 10), (2, 256, 2, 5)]
+    assert [tuple(h.shape) for h, _ in model.states] == [
+        (2, 32, 16, 40),
+        (2, 64, 8, 20),
+        (2, 128, 4, 10),
+        (2, 256, 2, 5),
+    ]
 
 
-@pytest.mark.parametrize('factory, millions, out_channels', [
-    (rvt_tiny, 3.220, [32, 64, 128, 256]),
-    (rvt_small, 7.209, [48, 96, 192, 384]),
-    (rvt_base, 12.785, [64, 128, 256, 512]),
-])
+@pytest.mark.parametrize(
+    "factory, millions, out_channels",
+    [
+        (rvt_tiny, 3.220, [32, 64, 128, 256]),
+        (rvt_small, 7.209, [48, 96, 192, 384]),
+        (rvt_base, 12.785, [64, 128, 256, 512]),
+    ],
+)
 def test_parameter_counts_match_rvt(factory, millions, out_channels):
     model = factory()
     assert round(sum(p.numel() for p in model.parameters()) / 1e6, 3) == millions
@@ -73,11 +83,11 @@ def test_rvt_block_structure():
             assert block.attn.qkv.bias is not None and block.attn.proj.bias is not None
             assert block.attn.rel_pos is None
             assert block.attn.fused_attn
-            assert block.mlp.act.__class__.__name__ == 'GELU'
+            assert block.mlp.act.__class__.__name__ == "GELU"
         assert stage.downsample.conv.bias is None
     assert model.stages[0].downsample.conv.kernel_size == (7, 7) and model.stages[0].downsample.conv.stride == (4, 4)
     assert model.stages[1].downsample.conv.kernel_size == (3, 3) and model.stages[1].downsample.conv.stride == (2, 2)
-    assert not any('state' in name for name in model.state_dict())
+    assert not any("state" in name for name in model.state_dict())
     assert len(list(model.buffers())) == 0
 
 
@@ -89,7 +99,7 @@ def test_attention_runs_through_sdpa(monkeypatch):
         calls.append(args[0].shape)
         return sdpa(*args, **kwargs)
 
-    monkeypatch.setattr(torch.nn.functional, 'scaled_dot_product_attention', counting_sdpa)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting_sdpa)
     make_model()(events(1, 20, H, W))
     assert len(calls) == 8  # window + grid in each of the 4 stages
     # stage 1 window attention: (windows, heads, tokens, dim_head) = (8*8, 1, 2*5, 32)
@@ -100,8 +110,9 @@ def test_set_partition_size():
     model = make_model()
     model.set_partition_size((6, 10))
     assert model.partition_size == (6, 10) and model.input_multiple == (192, 320)
-    assert all(b.window.partition_size == (6, 10) and b.grid.partition_size == (6, 10)
-               for s in model.stages for b in s.blocks)
+    assert all(
+        b.window.partition_size == (6, 10) and b.grid.partition_size == (6, 10) for s in model.stages for b in s.blocks
+    )
     with pytest.raises(ValueError):
         model(events(1, 20, H, W))
     model.check_input_size(384, 640)
@@ -111,16 +122,17 @@ def test_set_partition_size():
 
 def test_bad_sizes_raise_clear_error():
     model = rvt_tiny(partition_size=(6, 10))
-    with pytest.raises(ValueError, match='360x640.*pad bottom/right to 384x640'):
+    with pytest.raises(ValueError, match="360x640.*pad bottom/right to 384x640"):
         model(torch.zeros(1, 20, 360, 640))
-    with pytest.raises(ValueError, match='pad bottom/right to 384x640'):
+    with pytest.raises(ValueError, match="pad bottom/right to 384x640"):
         model.forward_with_states(torch.zeros(1, 2, 20, 384, 600))
-    with pytest.raises(ValueError, match=r'\(N, C, H, W\) or \(B, T, C, H, W\)'):
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\) or \(B, T, C, H, W\)"):
         model(torch.zeros(20, 384, 640))
     assert model.states is None
 
 
 # ---------------------------------------------------------------------------------------------------- LSTM cell
+
 
 def test_conv_lstm_cell_gate_order_f_i_o_g():
     torch.manual_seed(0)
@@ -128,7 +140,7 @@ def test_conv_lstm_cell_gate_order_f_i_o_g():
     cell = ConvLSTMCell(C)
     x, h, c = torch.randn(2, C, 4, 5), torch.randn(2, C, 4, 5), torch.randn(2, C, 4, 5)
     z = F.conv2d(torch.cat([x, h], 1), cell.conv1x1.weight, cell.conv1x1.bias)
-    f, i, o, g = z[:, :C].sigmoid(), z[:, C:2 * C].sigmoid(), z[:, 2 * C:3 * C].sigmoid(), z[:, 3 * C:].tanh()
+    f, i, o, g = z[:, :C].sigmoid(), z[:, C : 2 * C].sigmoid(), z[:, 2 * C : 3 * C].sigmoid(), z[:, 3 * C :].tanh()
     c_ref = f * c + i * g
     h_ref = o * c_ref.tanh()
     h_new, c_new = cell(x, (h, c))
@@ -145,13 +157,14 @@ def test_conv_lstm_cell_dws_conv_on_hidden():
     assert cell.dws_conv.groups == C and cell.dws_conv.bias is not None
     x, h, c = torch.randn(1, C, 4, 5), torch.randn(1, C, 4, 5), torch.randn(1, C, 4, 5)
     z = F.conv2d(torch.cat([x, cell.dws_conv(h)], 1), cell.conv1x1.weight, cell.conv1x1.bias)
-    c_ref = z[:, :C].sigmoid() * c + z[:, C:2 * C].sigmoid() * z[:, 3 * C:].tanh()
+    c_ref = z[:, :C].sigmoid() * c + z[:, C : 2 * C].sigmoid() * z[:, 3 * C :].tanh()
     torch.testing.assert_close(cell(x, (h, c))[1], c_ref, atol=1e-6, rtol=0)
     with pytest.raises(ValueError):
         ConvLSTMCell(C, kernel_size=5)
 
 
 # ---------------------------------------------------------------------------------------------------- sequences
+
 
 @torch.no_grad()
 def test_sequence_invariance():
@@ -164,8 +177,9 @@ def test_sequence_invariance():
 
     model.reset()
     halves = [model(x[:, :5]), model(x[:, 5:])]
-    two_calls = [torch.cat([a.view(B, 5, *a.shape[1:]), b.view(B, 5, *b.shape[1:])], 1).flatten(0, 1)
-                 for a, b in zip(*halves)]
+    two_calls = [
+        torch.cat([a.view(B, 5, *a.shape[1:]), b.view(B, 5, *b.shape[1:])], 1).flatten(0, 1) for a, b in zip(*halves)
+    ]
 
     model.reset()
     steps = [model(x[:, t]) for t in range(T)]
@@ -184,9 +198,9 @@ def test_frame_index_is_b_times_t_plus_t_and_slots_are_independent():
     x = events(2, 3, 20, H, W)
     batched = model.forward_with_states(x)[0]
     for b in range(2):
-        alone = model.forward_with_states(x[b:b + 1])[0]
+        alone = model.forward_with_states(x[b : b + 1])[0]
         for fb, fa in zip(batched, alone):
-            torch.testing.assert_close(fb[b * 3:(b + 1) * 3], fa, atol=1e-5, rtol=0)
+            torch.testing.assert_close(fb[b * 3 : (b + 1) * 3], fa, atol=1e-5, rtol=0)
 
 
 @torch.no_grad()
@@ -203,11 +217,12 @@ def test_forward_with_states_is_functional():
     # states set from outside (export runner) are continued from
     model.states = states1
     assert_features_close(model(x2), feats2)
-    with pytest.raises(ValueError, match='stage states'):
+    with pytest.raises(ValueError, match="stage states"):
         model.forward_with_states(x1, states1[:3])
 
 
 # ---------------------------------------------------------------------------------------------------- resets
+
 
 @torch.no_grad()
 def test_reset_mask_zeroes_only_masked_slots():
@@ -247,17 +262,17 @@ def test_reset_all_and_reset_mask_edge_cases():
     assert model.states is None
 
 
-@pytest.mark.parametrize('change', ['batch', 'shape', 'dtype'])
+@pytest.mark.parametrize("change", ["batch", "shape", "dtype"])
 @torch.no_grad()
 def test_implicit_reset(change):
     model = make_model()
     model(events(2, 20, H, W, seed=1))
     x2 = {
-        'batch': events(3, 20, H, W, seed=2),
-        'shape': events(2, 20, 2 * H, W, seed=2),
-        'dtype': events(2, 20, H, W, seed=2).double(),
+        "batch": events(3, 20, H, W, seed=2),
+        "shape": events(2, 20, 2 * H, W, seed=2),
+        "dtype": events(2, 20, H, W, seed=2).double(),
     }[change]
-    if change == 'dtype':
+    if change == "dtype":
         model.double()
     out = model(x2)
     fresh = model.forward_with_states(x2, None)[0]
@@ -265,7 +280,7 @@ def test_implicit_reset(change):
     assert model.states[0][0].shape[0] == x2.shape[0]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @torch.no_grad()
 def test_implicit_reset_on_device_change():
     model = make_model()
@@ -273,10 +288,11 @@ def test_implicit_reset_on_device_change():
     model.cuda()
     x2 = events(2, 20, H, W, seed=2).cuda()
     assert_features_close(model(x2), model.forward_with_states(x2, None)[0], atol=1e-4)
-    assert model.states[0][0].device.type == 'cuda'
+    assert model.states[0][0].device.type == "cuda"
 
 
 # ---------------------------------------------------------------------------------------------------- training
+
 
 def test_training_detaches_state_between_forwards_but_not_within():
     model = make_model().train()
@@ -310,7 +326,7 @@ def test_forward_backward_on_sequences():
 def test_state_stays_fp32_under_autocast():
     model = make_model()
     x = events(2, 2, 20, H, W)
-    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         feats = model(x)
         cell_h, cell_c = model.stages[0].lstm(torch.randn(1, 32, 4, 5).bfloat16())
     assert all(h.dtype == torch.float32 and c.dtype == torch.float32 for h, c in model.states)
@@ -324,13 +340,14 @@ def test_state_stays_fp32_under_autocast():
 
 # ---------------------------------------------------------------------------------------------------- copies
 
+
 @torch.no_grad()
 def test_deepcopy_and_pickle_drop_state():
     model = make_model()
     model(events(2, 20, H, W))
     assert model.states is not None
 
-    assert model.__getstate__()['_recurrent_states'] is None  # not even serialised
+    assert model.__getstate__()["_recurrent_states"] is None  # not even serialised
     ema = copy.deepcopy(model)
     assert ema.states is None
     assert pickle.loads(pickle.dumps(model)).states is None
@@ -346,13 +363,15 @@ def test_deepcopy_and_pickle_drop_state():
     ema(events(1, 20, H, W, seed=5))
     assert ema.states[0][0].shape[0] == 1
     assert all(a is b for a, b in zip(own, (h for h, _ in model.states)))
-    assert_features_close(ema.forward_with_states(events(2, 20, H, W))[0],
-                          model.forward_with_states(events(2, 20, H, W))[0], atol=0)
+    assert_features_close(
+        ema.forward_with_states(events(2, 20, H, W))[0], model.forward_with_states(events(2, 20, H, W))[0], atol=0
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- devices
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @torch.no_grad()
 def test_cuda_matches_cpu():
     model = make_model()
@@ -365,7 +384,7 @@ def test_cuda_matches_cpu():
         assert hc.is_cuda and hc.dtype == torch.float32
         torch.testing.assert_close(hc.cpu(), h, atol=1e-4, rtol=0)
         torch.testing.assert_close(cc.cpu(), c, atol=1e-4, rtol=0)
-    with torch.autocast('cuda', dtype=torch.float16):
+    with torch.autocast("cuda", dtype=torch.float16):
         cuda_model(x.cuda())
     assert all(h.dtype == torch.float32 for h, _ in cuda_model.states)
 

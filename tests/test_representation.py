@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from rvt_reference import rvt_histogram
+
 from yolo_etram.data.representation import StackedHistogram
 
 
@@ -13,7 +13,7 @@ def window(n, span, w, h, seed):
     return rng.integers(0, w, n), rng.integers(0, h, n), rng.integers(0, 2, n), t
 
 
-@pytest.mark.parametrize("downsample", [False, True])
+@pytest.mark.parametrize("downsample", [1, 2])
 @pytest.mark.parametrize("hw", [(36, 64), (35, 63), (12, 9)])
 def test_random_windows_match_rvt(downsample, hw):
     h, w = hw
@@ -47,8 +47,10 @@ def test_empty_single_and_same_timestamp_windows():
     n = 7
     same = rep(np.full(n, 1), np.full(n, 1), np.zeros(n, int), np.full(n, 500))
     assert same[0, 1, 1] == n and same.sum() == n  # all in bin 0
-    for ev in ((np.array([3]), np.array([2]), np.array([1]), np.array([77])),
-               (np.full(n, 1), np.full(n, 1), np.zeros(n, int), np.full(n, 500))):
+    for ev in (
+        (np.array([3]), np.array([2]), np.array([1]), np.array([77])),
+        (np.full(n, 1), np.full(n, 1), np.zeros(n, int), np.full(n, 500)),
+    ):
         np.testing.assert_array_equal(rep(*ev), rvt_histogram(*ev, 8, 8))
 
 
@@ -65,7 +67,7 @@ def test_counts_saturate_instead_of_wrapping():
 
 
 def test_downsample_keeps_odd_pixels_and_normalises_over_all_events():
-    rep = StackedHistogram(4, 4, downsample=True)
+    rep = StackedHistogram(4, 4, downsample=2)
     # the even-pixel event at t=0 is dropped, but still sets t0, so the odd-pixel event at t=10 lands in bin 9
     out = rep(np.array([0, 3]), np.array([0, 1]), np.array([0, 0]), np.array([0, 10]))
     assert out.shape == (20, 2, 2) and out[9, 0, 1] == 1 and out.sum() == 1

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from yolo_etram.model import EventYOLO
-from yolo_etram.rvt_import import rvt_pafpn_state_dict
+from yolo_etram.nn.rvt_import import rvt_pafpn_state_dict
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from yolo_etram.data.io import BBOX_DTYPE, open_h5
-from yolo_etram.data.synthetic import (
+from yolo_etram.data.synth import (
     FINE_TO_COARSE,
     MOTION_DTYPE,
     SynthConfig,
@@ -41,8 +41,13 @@ def small(tmp_path_factory) -> dict:
     stem = tmp_path_factory.mktemp("synth") / "synth_train_0000"
     summary = synthesize_recording(stem, SMALL)
     paths = recording_paths(stem)
-    return {"summary": summary, "paths": paths, "events": read_events(paths["events"]),
-            "boxes": np.load(paths["boxes"]), "motion": np.load(paths["motion"])["motion"]}
+    return {
+        "summary": summary,
+        "paths": paths,
+        "events": read_events(paths["events"]),
+        "boxes": np.load(paths["boxes"]),
+        "motion": np.load(paths["motion"])["motion"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +56,28 @@ def stop_and_go(tmp_path_factory) -> dict:
     stem = tmp_path_factory.mktemp("synth_sg") / "rec"
     synthesize_recording(stem, replace(SMALL, duration_s=4.0, seed=11, stop_prob=1.0, density=1.5))
     paths = recording_paths(stem)
-    return {"events": read_events(paths["events"]), "boxes": np.load(paths["boxes"]),
-            "motion": np.load(paths["motion"])["motion"]}
+    return {
+        "events": read_events(paths["events"]),
+        "boxes": np.load(paths["boxes"]),
+        "motion": np.load(paths["motion"])["motion"],
+    }
 
 
 def test_raw_etram_layout_and_dtypes(small):
     paths, ev = small["paths"], small["events"]
-    assert [p.name for p in paths.values()] == ["synth_train_0000_td.h5", "synth_train_0000_bbox.npy",
-                                                "synth_train_0000_motion.npz"]
-    assert ev["dtypes"] == {"x": np.uint16, "y": np.uint16, "p": np.int16, "t": np.int64, "width": np.int64,
-                            "height": np.int64}
+    assert [p.name for p in paths.values()] == [
+        "synth_train_0000_td.h5",
+        "synth_train_0000_bbox.npy",
+        "synth_train_0000_motion.npz",
+    ]
+    assert ev["dtypes"] == {
+        "x": np.uint16,
+        "y": np.uint16,
+        "p": np.int16,
+        "t": np.int64,
+        "width": np.int64,
+        "height": np.int64,
+    }
     assert (ev["width"], ev["height"]) == (320, 180)
     assert all(32001 in f for f in ev["filters"].values())  # blosc
     assert small["boxes"].dtype == BBOX_DTYPE
@@ -82,7 +99,8 @@ def test_events_in_frame_sorted_both_polarities(small):
 
 
 def test_events_are_streamed_in_chunks(tmp_path, monkeypatch):
-    from yolo_etram.data import io, synthetic
+    from yolo_etram.data import io
+    from yolo_etram.data.synth import writer
 
     sizes = []
 
@@ -91,7 +109,7 @@ def test_events_are_streamed_in_chunks(tmp_path, monkeypatch):
             sizes.append(len(t))
             super().append(x, y, p, t)
 
-    monkeypatch.setattr(synthetic, "EventH5Writer", CountingWriter)
+    monkeypatch.setattr(writer, "EventH5Writer", CountingWriter)
     summary = synthesize_recording(tmp_path / "rec", replace(SMALL, duration_s=1.0, chunk_s=0.25))
     assert len(sizes) == 4 and sum(sizes) == summary["n_events"]
     assert max(sizes) < 0.5 * summary["n_events"]
@@ -199,8 +217,29 @@ def test_resume_skips_finished_recordings(tmp_path):
 
 
 def test_cli_writes_a_small_split(tmp_path, capsys):
-    assert main([str(tmp_path), "--width", "160", "--height", "90", "--duration", "0.3", "--train", "1", "--val", "0",
-                 "--test", "0", "--classes", "8", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                str(tmp_path),
+                "--width",
+                "160",
+                "--height",
+                "90",
+                "--duration",
+                "0.3",
+                "--train",
+                "1",
+                "--val",
+                "0",
+                "--test",
+                "0",
+                "--classes",
+                "8",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "1 written" in capsys.readouterr().out
     assert recording_paths(tmp_path / "train" / "synth_train_0000")["boxes"].is_file()
 
@@ -213,6 +252,8 @@ def test_config_is_validated():
 
 
 def test_imports_neither_torch_nor_ultralytics():
-    code = ("import sys, yolo_etram.data.synthetic; "
-            "bad = [m for m in ('torch', 'ultralytics') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys, yolo_etram.data.synth; "
+        "bad = [m for m in ('torch', 'ultralytics') if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

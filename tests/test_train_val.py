@@ -46,8 +46,14 @@ def oracle_postprocess(validator):
             sel = batch["batch_idx"] == f
             xywh = batch["bboxes"][sel] * torch.tensor([wp, hp, wp, hp])
             xyxy = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
-            out.append({"bboxes": xyxy, "conf": torch.full((len(xyxy),), 0.9), "cls": batch["cls"][sel].view(-1),
-                        "extra": torch.zeros(len(xyxy), 0)})
+            out.append(
+                {
+                    "bboxes": xyxy,
+                    "conf": torch.full((len(xyxy),), 0.9),
+                    "cls": batch["cls"][sel].view(-1),
+                    "extra": torch.zeros(len(xyxy), 0),
+                }
+            )
         return out
 
     return postprocess
@@ -67,13 +73,28 @@ def test_validator_scores_labeled_frames_and_matches_pycocotools_on_saved_files(
     monkeypatch.setattr(EventValidator, "preprocess", preprocess)
     monkeypatch.setattr(EventValidator, "postprocess", lambda self, preds: oracle_postprocess(self)(preds))
     model = EventYOLO("rvt-t.yaml")
-    metrics = model.val(data=str(tiny_events), split="val", batch=2, save_json=True, plots=False,
-                        project=str(tmp_path), name="val", exist_ok=True)
+    metrics = model.val(
+        data=str(tiny_events),
+        split="val",
+        batch=2,
+        save_json=True,
+        plots=False,
+        project=str(tmp_path),
+        name="val",
+        exist_ok=True,
+    )
     assert metrics["prophesee/AP"] == pytest.approx(1.0)  # perfect predictions
     saved = sorted(p.name for p in (tmp_path / "val").glob("*.npy"))
     assert saved == ["synth_val_0000_gt.npy", "synth_val_0000_gt_motion.npy", "synth_val_0000_pred.npy"]
-    ref = evaluate_folder(tmp_path / "val", classes=["pedestrian", "vehicle", "micromobility"], height=96, width=128,
-                          min_box_diag=8, min_box_side=3, backend="pycocotools")
+    ref = evaluate_folder(
+        tmp_path / "val",
+        classes=["pedestrian", "vehicle", "micromobility"],
+        height=96,
+        width=128,
+        min_box_diag=8,
+        min_box_side=3,
+        backend="pycocotools",
+    )
     assert ref["AP"] == pytest.approx(metrics["prophesee/AP"], abs=1e-9)
     gt = np.load(tmp_path / "val" / "synth_val_0000_gt.npy")
     assert len(np.unique(gt["t"])) > 5 and (gt["x"] + gt["w"]).max() <= 128
@@ -101,10 +122,10 @@ def test_resume_continues_an_interrupted_run(tiny_events, tmp_path):
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_training_naming_the_step(tiny_events, tmp_path, monkeypatch):
-    from yolo_etram.errors import NonFiniteLossError
-    from yolo_etram.model import RecurrentDetectionModel
+    from yolo_etram.nn import EventDetectionModel
+    from yolo_etram.utils.errors import NonFiniteLossError
 
-    stock_loss = RecurrentDetectionModel.loss
+    stock_loss = EventDetectionModel.loss
     calls = {"n": 0}
 
     def loss_nan_on_second_batch(self, batch, preds=None):
@@ -112,7 +133,7 @@ def test_non_finite_loss_stops_training_naming_the_step(tiny_events, tmp_path, m
         calls["n"] += 1
         return (loss * float("nan"), items) if calls["n"] == 2 else (loss, items)
 
-    monkeypatch.setattr(RecurrentDetectionModel, "loss", loss_nan_on_second_batch)
+    monkeypatch.setattr(EventDetectionModel, "loss", loss_nan_on_second_batch)
     model = EventYOLO("rvt-t.yaml")
     with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 1, batch 2 of this run"):
         model.train(data=str(tiny_events), epochs=1, project=str(tmp_path), name="nan", **TRAIN)

@@ -8,13 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from rvt_reference import RVTYoloXHead, rvt_yolox_postprocess, yolox_losses
 from test_rvt_backbone_parity import rvt_backbone_keys
-from yolo_etram.model import EventYOLO, RecurrentDetectionModel
-from yolo_etram.rvt_import import import_rvt, load_rvt_checkpoint
-from yolo_etram.yolox_head import YOLOXDetect, rvt_postprocess
-from yolo_etram.yolox_loss import YOLOXLoss
+
+from yolo_etram import EventYOLO
+from yolo_etram.nn import EventDetectionModel
+from yolo_etram.nn.rvt_import import import_rvt, load_rvt_checkpoint
+from yolo_etram.nn.yolox_head import YOLOXDetect, rvt_postprocess
+from yolo_etram.nn.yolox_loss import YOLOXLoss
 
 HW = (96, 160)  # partition (3, 5): P3 12x20, P4 6x10, P5 3x5 = 315 anchors
 PARTITION = (3, 5)
@@ -28,7 +29,7 @@ def fake_rvt_state_dict(yaml: str = "rvt-t-yolox.yaml", nc: int = NC, seed: int 
     biases spread around 0, so that every component matters and the postprocess has boxes to keep and suppress."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    ours = RecurrentDetectionModel(yaml.replace("-yolox", "-3scale"), nc=nc, verbose=False)  # backbone + neck shapes
+    ours = EventDetectionModel(yaml.replace("-yolox", "-3scale"), nc=nc, verbose=False)  # backbone + neck shapes
     own = ours.state_dict()
     sd = {}
     for rvt, name, _ in rvt_backbone_keys(ours.backbone.out_channels, (1, 1, 1, 1)):
@@ -96,11 +97,12 @@ def same_rows(a: torch.Tensor, b: torch.Tensor, tol: float = TOL) -> float:
 # ------------------------------------------------------------------------------------------------------ the head
 
 
-@pytest.mark.parametrize("size, head_m, total_m, hidden", [("t", 0.474, 4.41, 64), ("s", 1.065, 9.87, 96),
-                                                            ("b", 1.891, 18.54, 128)])
+@pytest.mark.parametrize(
+    "size, head_m, total_m, hidden", [("t", 0.474, 4.41, 64), ("s", 1.065, 9.87, 96), ("b", 1.891, 18.54, 128)]
+)
 def test_yaml_builds_rvt_detector(size, head_m, total_m, hidden):
     """RVT's parameter counts (rvt_spec 4.2), PyTorch-default BatchNorms, RVT's upsampling, RVT's biases."""
-    m = RecurrentDetectionModel(f"rvt-{size}-yolox.yaml", verbose=False)
+    m = EventDetectionModel(f"rvt-{size}-yolox.yaml", verbose=False)
     head = m.model[-1]
     assert isinstance(head, YOLOXDetect) and head.hidden == hidden and head.score == "obj_cls"
     assert m.stride.tolist() == [8.0, 16.0, 32.0] and m.backbone.states is None
@@ -126,7 +128,7 @@ def test_head_and_detections_match_rvt_reference(imported, rvt_sd):
         net.model[row].register_forward_hook(lambda m, i, o, row=row: taps.__setitem__(row, o))
     head = net.model[-1]
     ref_head = RVTYoloXHead(NC, (8, 16, 32), [net.model[r].cv3.conv.out_channels for r in (12, 15, 18)]).eval()
-    ref_head.load_state_dict({k[len("mdl.yolox_head."):]: v for k, v in rvt_sd.items() if ".yolox_head." in k})
+    ref_head.load_state_dict({k[len("mdl.yolox_head.") :]: v for k, v in rvt_sd.items() if ".yolox_head." in k})
     x = events(2, 2)
     net.reset_states()
     worst = {"decoded": 0.0, "eval": 0.0, "dets": 0.0}
@@ -210,14 +212,18 @@ def test_loss_matches_rvt_reference():
     """SimOTA + IoU/obj/cls losses and their gradients equal RVT's loss code on random outputs and boxes."""
     g = torch.Generator().manual_seed(0)
     levels = [(12, 20), (6, 10), (3, 5)]
-    outs = [torch.cat((0.5 * torch.randn(3, 4, h, w, generator=g), torch.randn(3, 1 + NC, h, w, generator=g)), 1)
-            for h, w in levels]
+    outs = [
+        torch.cat((0.5 * torch.randn(3, 4, h, w, generator=g), torch.randn(3, 1 + NC, h, w, generator=g)), 1)
+        for h, w in levels
+    ]
     outs = [o.requires_grad_() for o in outs]
-    gt = {0: [(0, 40, 30, 30, 20), (2, 42, 33, 12, 40), (1, 120, 70, 60, 40)],  # [cls, cx, cy, w, h] px; 1: none
-          2: [(1, 80, 48, 100, 60), (0, 5, 5, 8, 8)]}
+    gt = {
+        0: [(0, 40, 30, 30, 20), (2, 42, 33, 12, 40), (1, 120, 70, 60, 40)],  # [cls, cx, cy, w, h] px; 1: none
+        2: [(1, 80, 48, 100, 60), (0, 5, 5, 8, 8)],
+    }
     labels = torch.zeros(3, 3, 5)
     for i, rows in gt.items():
-        labels[i, :len(rows)] = torch.tensor(rows, dtype=torch.float32)
+        labels[i, : len(rows)] = torch.tensor(rows, dtype=torch.float32)
     ref_head = RVTYoloXHead(NC)
     ref = yolox_losses(ref_head, outs, labels)
     ref_grads = torch.autograd.grad(ref[0], outs)
@@ -225,9 +231,11 @@ def test_loss_matches_rvt_reference():
     flat = [torch.cat([o[:, s].flatten(2) for o in outs], 2) for s in (slice(0, 4), slice(4, 5), slice(5, None))]
     preds = {"boxes": flat[0], "obj": flat[1], "scores": flat[2], "feats": outs}
     rows = [(i, *r) for i, rs in gt.items() for r in rs]
-    batch = {"batch_idx": torch.tensor([r[0] for r in rows], dtype=torch.float32),
-             "cls": torch.tensor([[r[1]] for r in rows], dtype=torch.float32),
-             "bboxes": torch.tensor([r[2:] for r in rows]) / torch.tensor([160.0, 96, 160, 96])}
+    batch = {
+        "batch_idx": torch.tensor([r[0] for r in rows], dtype=torch.float32),
+        "cls": torch.tensor([[r[1]] for r in rows], dtype=torch.float32),
+        "bboxes": torch.tensor([r[2:] for r in rows]) / torch.tensor([160.0, 96, 160, 96]),
+    }
     fake = SimpleNamespace(model=[SimpleNamespace(nc=NC, stride=torch.tensor([8.0, 16.0, 32.0]))])
     criterion = YOLOXLoss(fake)
     loss, items = criterion.loss(preds, batch)
@@ -250,8 +258,15 @@ def test_masked_loss_and_finetuning_lower_the_loss(imported):
         "img": events(b, t, seed=3),
         "batch_idx": torch.tensor([0.0, 0.0, 1.0, 3.0, 3.0]),
         "cls": torch.tensor([[0.0], [1.0], [2.0], [1.0], [0.0]]),
-        "bboxes": torch.tensor([[0.3, 0.4, 0.2, 0.3], [0.7, 0.5, 0.3, 0.4], [0.5, 0.5, 0.1, 0.2],
-                                [0.4, 0.6, 0.3, 0.3], [0.8, 0.3, 0.1, 0.2]]),
+        "bboxes": torch.tensor(
+            [
+                [0.3, 0.4, 0.2, 0.3],
+                [0.7, 0.5, 0.3, 0.4],
+                [0.5, 0.5, 0.1, 0.2],
+                [0.4, 0.6, 0.3, 0.3],
+                [0.8, 0.3, 0.1, 0.2],
+            ]
+        ),
         "labeled": torch.tensor([True, True, False, True]),
     }
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
@@ -283,10 +298,10 @@ def test_import_report_and_mismatches(imported, rvt_sd):
     key = "cls_convs.1.0.bn.running_var"
     assert torch.equal(own[f"model.19.{key}"], rvt_sd[f"mdl.yolox_head.{key}"])
     assert torch.equal(own["model.19.obj_preds.2.bias"], rvt_sd["mdl.yolox_head.obj_preds.2.bias"])
-    detect = load_rvt_checkpoint(RecurrentDetectionModel("rvt-t-3scale.yaml", verbose=False), rvt_sd)
+    detect = load_rvt_checkpoint(EventDetectionModel("rvt-t-3scale.yaml", verbose=False), rvt_sd)
     assert detect.head == 0 and len(detect.not_loaded) == 108 and "not loaded" in str(detect)
     with pytest.raises(RuntimeError, match="class count"):
-        load_rvt_checkpoint(RecurrentDetectionModel("rvt-t-yolox.yaml", nc=2, verbose=False), rvt_sd)
+        load_rvt_checkpoint(EventDetectionModel("rvt-t-yolox.yaml", nc=2, verbose=False), rvt_sd)
 
 
 @pytest.fixture(scope="module")
@@ -309,10 +324,17 @@ def test_cli_import_writes_a_checkpoint_that_predicts(rvt_ckpt, tmp_path):
     assert all(p.dtype == torch.float32 for p in ckpt["model"].parameters())
     model = EventYOLO(out)
     net = model.model
-    assert isinstance(net, RecurrentDetectionModel) and isinstance(net.model[-1], YOLOXDetect)
+    assert isinstance(net, EventDetectionModel) and isinstance(net.model[-1], YOLOXDetect)
     assert net.names == {0: "pedestrian", 1: "vehicle", 2: "micromobility"}
-    assert net.yaml["event"] == {"downsample": 2, "nbins": 10, "window_ms": 50, "channels": 20, "partition": [3, 4],
-                                 "input": "histogram", "memory": True}
+    assert net.yaml["event"] == {
+        "downsample": 2,
+        "nbins": 10,
+        "window_ms": 50,
+        "channels": 20,
+        "partition": [3, 4],
+        "input": "histogram",
+        "memory": True,
+    }
     rec = tmp_path / "rec_td.h5"
     x, y, p, t = random_events(60_000, 300_000, 256, 192, 0)
     write_events_h5(rec, x, y, p, t, 256, 192)
@@ -326,7 +348,8 @@ def test_cli_import_writes_a_checkpoint_that_predicts(rvt_ckpt, tmp_path):
 def test_imported_model_exports_with_states(rvt_ckpt, tmp_path):
     import contextlib
 
-    from yolo_etram.export import StatefulOnnxModel, export_recurrent
+    from yolo_etram.export import export_recurrent
+    from yolo_etram.nn.exported import StatefulOnnxModel
 
     out, _ = import_rvt(rvt_ckpt, tmp_path / "m.pt", partition=(3, 4))
     model = EventYOLO(out)
@@ -346,8 +369,9 @@ def test_imported_model_exports_with_states(rvt_ckpt, tmp_path):
 def test_imported_model_validates_with_prophesee_metrics(rvt_ckpt, tiny_events, tmp_path):
     """Prophesee metrics on an imported model: AP, class-agnostic AP_all (eTraM's 'All') and per-class AP."""
     out, _ = import_rvt(rvt_ckpt, tmp_path / "imported.pt", downsample=1, partition=(3, 4))
-    metrics = EventYOLO(out).val(data=str(tiny_events), batch=1, plots=False, project=str(tmp_path), name="val",
-                                 exist_ok=True, verbose=False)
+    metrics = EventYOLO(out).val(
+        data=str(tiny_events), batch=1, plots=False, project=str(tmp_path), name="val", exist_ok=True, verbose=False
+    )
     assert {"prophesee/AP", "prophesee/AP_all"} <= set(metrics.results_dict)
     assert all(np.isfinite(metrics.results_dict[k]) for k in ("prophesee/AP", "prophesee/AP_all"))
     assert set(metrics.prophesee["per_class"]) == {"pedestrian", "vehicle", "micromobility"}
@@ -361,8 +385,19 @@ def test_imported_model_finetunes_with_the_trainer(rvt_ckpt, tiny_events, tmp_pa
 
     out, _ = import_rvt(rvt_ckpt, tmp_path / "imported.pt", downsample=1, partition=(3, 4))
     model = EventYOLO(out)
-    model.train(data=str(tiny_events), epochs=1, batch=2, workers=0, imgsz=128, plots=False, val=True,
-                project=str(tmp_path), name="ft", exist_ok=True, lr0=1e-4)
+    model.train(
+        data=str(tiny_events),
+        epochs=1,
+        batch=2,
+        workers=0,
+        imgsz=128,
+        plots=False,
+        val=True,
+        project=str(tmp_path),
+        name="ft",
+        exist_ok=True,
+        lr0=1e-4,
+    )
     with open(tmp_path / "ft" / "results.csv") as f:
         row = next(csv.DictReader(f))
     row = {k.strip(): float(v) for k, v in row.items()}

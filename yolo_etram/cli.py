@@ -15,15 +15,15 @@ import sys
 
 DATA_COMMANDS = {
     "prepare": "yolo_etram.data.prepare",
-    "synth": "yolo_etram.data.synthetic",
-    "import-rvt": "yolo_etram.rvt_import",
-    "compare": "yolo_etram.experiment",
+    "synth": "yolo_etram.data.synth",
+    "import-rvt": "yolo_etram.nn.rvt_import",
+    "compare": "yolo_etram.metrics.records",
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from yolo_etram.errors import run_cli
+    from yolo_etram.utils.errors import run_cli
 
     if argv and argv[0] in DATA_COMMANDS:
         import importlib

@@ -1,185 +1,42 @@
-"""Stateful export of recurrent detectors: ONNX and TorchScript graphs that take and return the LSTM states.
+"""``EventExporter``: Ultralytics' ``Exporter`` for recurrent detectors, whose ONNX and TorchScript graphs take and
+return the LSTM states (the graph contract and the runners are in :mod:`yolo_etram.nn.exported`).
 
-An exported recurrent model is a pure function of one frame and the previous states::
-
-    (images, h_in_0, c_in_0, ..., h_in_3, c_in_3) -> (output0, h_out_0, c_out_0, ..., h_out_3, c_out_3)
-
-``output0`` is the stock Detect output ``(B, 4 + nc, anchors)`` (boxes ``cx, cy, w, h`` in input pixels, class scores
-after sigmoid) and the new states come in the same order as the state inputs, so a runner feeds ``outputs[1:]`` back
-as ``inputs[1:]``. Zeros are the state at the start of a sequence. The state names and shapes are in the metadata
-(``recurrent_states``: a JSON list of ``[input_name, output_name, shape]``) beside Ultralytics' own (stride, names,
-imgsz, channels, ...), and the event settings the model was trained with (``event``: JSON) when it knows them.
-
-:class:`EventExporter` is Ultralytics' ``Exporter`` with two seams changed for recurrent models: during
-``export_onnx`` / ``export_torchscript`` the module-level ``torch2onnx`` / ``torch2torchscript`` functions that those
-methods import at call time are swapped for versions that trace :class:`StatefulExportModel` with the zero states as
-extra inputs. Everything else (argument checks, fusing, opset choice, onnxslim, metadata, logging, callbacks) stays
-stock. Stock (non-recurrent) models export exactly as with ``Exporter``.
+Two seams change for recurrent models: during ``export_onnx`` / ``export_torchscript`` the module-level
+``torch2onnx`` / ``torch2torchscript`` functions that those methods import at call time are swapped
+(:func:`~yolo_etram.utils.patches.patched`) for versions that trace :class:`~yolo_etram.nn.exported.StatefulExportModel`
+with the zero states as extra inputs. Everything else (argument checks, fusing, opset choice, onnxslim, metadata,
+logging, callbacks) stays stock. Stock (non-recurrent) models export exactly as with ``Exporter``.
 
 Usage:
-    >>> from yolo_etram.export import export_recurrent, StatefulOnnxModel
-    >>> f = export_recurrent("best.pt", format="onnx", imgsz=(384, 640))
+    >>> from yolo_etram import EventYOLO
+    >>> f = EventYOLO("best.pt").export(format="onnx", imgsz=(384, 640))
+    >>> from yolo_etram.nn.exported import StatefulOnnxModel
     >>> model = StatefulOnnxModel(f)
-    >>> for frame in frames:  # float32 (1, 20, 384, 640) event histograms of one recording, in time order
-    ...     pred = model(frame)  # (1, 4 + nc, anchors), states carried to the next call
-    >>> model.reset()  # before the next recording
+    $ yolo export model=best.pt format=onnx imgsz=384,640
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import Any
 
-import yolo_etram._env  # noqa: F401  (offline defaults before Ultralytics loads)
-
-import numpy as np
 import torch
 from torch import nn
 from ultralytics.engine.exporter import Exporter
-from ultralytics.utils import DEFAULT_CFG, LOGGER, colorstr
+from ultralytics.utils import DEFAULT_CFG, colorstr
 from ultralytics.utils.checks import check_imgsz
 
-from yolo_etram.errors import UnsupportedOptionError
-from yolo_etram.model import fit_to_multiple
-from yolo_etram.nn import stateful_layers
+from recurrent import stateful_layers
+from yolo_etram.nn.exported import StatefulExportModel, StateSpec, state_specs
+from yolo_etram.utils.errors import UnsupportedOptionError
+from yolo_etram.utils.patches import patched
+from yolo_etram.utils.sizes import round_up
 
-__all__ = [
-    "RECURRENT_FORMATS",
-    "StateSpec",
-    "state_specs",
-    "read_state_specs",
-    "is_event_export",
-    "is_stateful_export",
-    "StatefulExportModel",
-    "EventExporter",
-    "export_recurrent",
-    "StatefulRunner",
-    "StatefulOnnxModel",
-    "StatefulTorchScriptModel",
-    "install_state_runner",
-]
+__all__ = ["RECURRENT_FORMATS", "EventExporter", "export_recurrent"]
 
 RECURRENT_FORMATS = ("onnx", "torchscript")
-ArrayLike = Union[np.ndarray, torch.Tensor]
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# State I/O specification
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StateSpec:
-    """One recurrent state tensor of an exported graph: its input name, output name and shape."""
-
-    input: str
-    output: str
-    shape: tuple[int, ...]
-
-
-def state_specs(model: nn.Module, batch: int, height: int, width: int) -> list[StateSpec]:
-    """State I/O of ``model`` for a ``batch x height x width`` input: ``h_in_i, c_in_i`` per stage, all stateful layers.
-
-    Each stateful layer must provide ``state_shapes(batch, height, width)`` (one shape per stage, shared by h and c).
-    """
-    specs, i = [], 0
-    for layer in stateful_layers(model):
-        for shape in layer.state_shapes(batch, height, width):
-            shape = tuple(int(s) for s in shape)
-            specs += [StateSpec(f"h_in_{i}", f"h_out_{i}", shape), StateSpec(f"c_in_{i}", f"c_out_{i}", shape)]
-            i += 1
-    return specs
-
-
-def _json_value(value: Any) -> Any:
-    """A metadata value that may still be JSON text (ONNX metadata and TorchScript's ``config.txt`` hold strings)."""
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def read_state_specs(metadata: dict | None) -> list[StateSpec]:
-    """The state I/O recorded in an export's metadata (empty for a stateless export)."""
-    value = _json_value((metadata or {}).get("recurrent_states"))
-    return [StateSpec(i, o, tuple(int(d) for d in s)) for i, o, s in value or []]
-
-
-def is_event_export(path: str | Path) -> bool:
-    """Whether ``path`` is an exported model (``.onnx``, ``.torchscript``) of ours: its metadata holds event settings
-    or recurrent states."""
-    from ultralytics.nn.backends.base import BaseBackend
-
-    path = Path(path)
-    if path.suffix not in {".onnx", ".torchscript"} or not path.is_file():
-        return False
-    metadata = BaseBackend.read_metadata(path) or {}
-    return "event" in metadata or bool(read_state_specs(metadata))
-
-
-def is_stateful_export(path: str | Path) -> bool:
-    """Whether ``path`` is an exported model (``.onnx``, ``.torchscript``) whose metadata names recurrent states."""
-    from ultralytics.nn.backends.base import BaseBackend
-
-    path = Path(path)
-    return path.suffix in {".onnx", ".torchscript"} and path.is_file() and bool(
-        read_state_specs(BaseBackend.read_metadata(path)))
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Export
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-class StatefulExportModel(nn.Module):
-    """Functional view of a recurrent model for tracing: ``(images, *states) -> (*outputs, *new_states)``.
-
-    The states are ``h, c`` per stage of every stateful layer, in :func:`state_specs` order. They are handed to the
-    layers through the state protocol (``set_states``) and read back after the forward, so the graph takes them as
-    inputs and nothing stored in the layers can be traced as a constant.
-
-    Example:
-        >>> wrapper = StatefulExportModel(model.eval())
-        >>> out, *new_states = wrapper(images, *[torch.zeros(s.shape) for s in state_specs(model, 1, 384, 640)])
-    """
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.layers = stateful_layers(model)
-        if not self.layers:
-            raise TypeError(f"{type(model).__name__} has no recurrent layers; export it with the stock Exporter")
-
-    def forward(self, images: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        pairs = iter(zip(states[0::2], states[1::2]))
-        batch, _, height, width = images.shape
-        counts = [len(layer.state_shapes(batch, height, width)) for layer in self.layers]
-        if 2 * sum(counts) != len(states):
-            raise UnsupportedOptionError(f"StatefulExportModel: expected {2 * sum(counts)} state tensors, got {len(states)}")
-        try:
-            for layer, n in zip(self.layers, counts):
-                layer.set_states([next(pairs) for _ in range(n)])
-            y = self.model(images)
-            new_states = []
-            for layer, n in zip(self.layers, counts):
-                if layer.states is None or len(layer.states) != n:  # the layer dropped the states we gave it
-                    raise RuntimeError(f"{type(layer).__name__} dropped the given states (shape or device mismatch)")
-                new_states += [t for hc in layer.states for t in hc]
-        finally:
-            for layer in self.layers:
-                layer.reset()
-        return (*(y if isinstance(y, (list, tuple)) else [y]), *new_states)
-
-
-@contextlib.contextmanager
-def _swapped(module: Any, name: str, make: Callable[[Callable], Callable]) -> Iterator[None]:
-    """Replace ``module.name`` by ``make(original)`` for the duration of the block."""
-    original = getattr(module, name)
-    setattr(module, name, make(original))
-    try:
-        yield
-    finally:
-        setattr(module, name, original)
 
 
 class EventExporter(Exporter):
@@ -190,7 +47,7 @@ class EventExporter(Exporter):
     a fixed batch. Stock models are exported exactly as by ``Exporter``.
 
     Example:
-        >>> from yolo_etram.model import EventYOLO
+        >>> from yolo_etram import EventYOLO
         >>> model = EventYOLO("best.pt")
         >>> f = EventExporter(overrides={"format": "onnx", "imgsz": [384, 640], "batch": 1})(model.model)
     """
@@ -209,21 +66,27 @@ class EventExporter(Exporter):
         if fmt not in RECURRENT_FORMATS:
             raise UnsupportedOptionError(
                 f"format='{fmt}' is not supported for recurrent models (their LSTM states are graph inputs and "
-                f"outputs); supported formats: {', '.join(RECURRENT_FORMATS)}")
+                f"outputs); supported formats: {', '.join(RECURRENT_FORMATS)}"
+            )
         if self.args.dynamic:
-            raise UnsupportedOptionError("dynamic=True is not supported for recurrent models: the state shapes follow "
-                                         "the input size, so export one model per imgsz")
+            raise UnsupportedOptionError(
+                "dynamic=True is not supported for recurrent models: the state shapes follow "
+                "the input size, so export one model per imgsz"
+            )
         if self.args.quantize not in (None, 16, 32, "16", "32", "fp16", "fp32"):
-            raise UnsupportedOptionError(f"quantize={self.args.quantize} is not supported for recurrent models (INT8 "
-                                         "calibration feeds images only); use quantize=32 or 16")
+            raise UnsupportedOptionError(
+                f"quantize={self.args.quantize} is not supported for recurrent models (INT8 "
+                "calibration feeds images only); use quantize=32 or 16"
+            )
         imgsz = check_imgsz(self.args.imgsz, stride=int(max(model.stride)), min_dim=2)
         mh, mw = getattr(model, "input_multiple", (32, 32))
         if imgsz[0] % mh or imgsz[1] % mw:
-            fit = fit_to_multiple(imgsz, (mh, mw))
+            fit = round_up(imgsz, (mh, mw))
             raise UnsupportedOptionError(
                 f"imgsz={list(imgsz)} does not fit the recurrent backbone's attention partitions: height and width "
                 f"must be multiples of {mh}x{mw}; use e.g. imgsz={fit[0]},{fit[1]} (inputs are zero-padded "
-                f"bottom/right)")
+                f"bottom/right)"
+            )
 
     def _state_specs(self) -> list[StateSpec]:
         batch, _, height, width = self.im.shape
@@ -255,18 +118,20 @@ class EventExporter(Exporter):
         import ultralytics.utils.export.engine as engine
 
         specs = self._prepare_recurrent()
+        torch2onnx = engine.torch2onnx
 
-        def make(torch2onnx):
-            def stateful_torch2onnx(model, im, output_file, opset=14, input_names=None, output_names=None,
-                                    dynamic=None):
-                return torch2onnx(
-                    StatefulExportModel(model), (im, *self._zero_states(specs)), output_file, opset=opset,
-                    input_names=[*(input_names or ["images"]), *(s.input for s in specs)],
-                    output_names=[*(output_names or ["output0"]), *(s.output for s in specs)], dynamic=dynamic)
+        def stateful_torch2onnx(model, im, output_file, opset=14, input_names=None, output_names=None, dynamic=None):
+            return torch2onnx(
+                StatefulExportModel(model),
+                (im, *self._zero_states(specs)),
+                output_file,
+                opset=opset,
+                input_names=[*(input_names or ["images"]), *(s.input for s in specs)],
+                output_names=[*(output_names or ["output0"]), *(s.output for s in specs)],
+                dynamic=dynamic,
+            )
 
-            return stateful_torch2onnx
-
-        with _swapped(engine, "torch2onnx", make):
+        with patched(engine, "torch2onnx", stateful_torch2onnx):
             return super().export_onnx(prefix)
 
     def export_torchscript(self, prefix=colorstr("TorchScript:")):  # noqa: B008
@@ -277,15 +142,18 @@ class EventExporter(Exporter):
         import ultralytics.utils.export.torchscript as torchscript
 
         specs = self._prepare_recurrent()
+        torch2torchscript = torchscript.torch2torchscript
 
-        def make(torch2torchscript):
-            def stateful_torch2torchscript(model, im, output_file, metadata=None, prefix=""):
-                return torch2torchscript(StatefulExportModel(model), (im, *self._zero_states(specs)), output_file,
-                                         metadata=metadata, prefix=prefix)
+        def stateful_torch2torchscript(model, im, output_file, metadata=None, prefix=""):
+            return torch2torchscript(
+                StatefulExportModel(model),
+                (im, *self._zero_states(specs)),
+                output_file,
+                metadata=metadata,
+                prefix=prefix,
+            )
 
-            return stateful_torch2torchscript
-
-        with _swapped(torchscript, "torch2torchscript", make):
+        with patched(torchscript, "torch2torchscript", stateful_torch2torchscript):
             return super().export_torchscript(prefix)
 
 
@@ -309,189 +177,29 @@ def export_recurrent(
     from ultralytics.engine.model import Model
 
     if isinstance(model_or_path, (str, Path)):
-        from yolo_etram.model import EventYOLO
+        if Path(model_or_path).suffix == ".pt":
+            from ultralytics.nn.tasks import load_checkpoint
 
-        model_or_path = EventYOLO(model_or_path)
+            model_or_path = load_checkpoint(model_or_path)[0]
+        else:
+            from yolo_etram.nn.detection_model import EventDetectionModel
+
+            model_or_path = EventDetectionModel(model_or_path, verbose=False)
     net = model_or_path.model if isinstance(model_or_path, Model) else model_or_path
     if not isinstance(net, nn.Module):
         raise TypeError(f"export_recurrent needs a PyTorch model, got {type(net).__name__}")
     overrides = dict(model_or_path.overrides) if isinstance(model_or_path, Model) else {}
     # Model.export's precedence: the model's overrides, then method defaults, then the caller's arguments.
-    args = {**overrides, "batch": 1, "data": None, "device": None, "verbose": False,
-            **kwargs, "format": format, "imgsz": list(imgsz) if not isinstance(imgsz, int) else imgsz, "mode": "export"}
+    args = {
+        **overrides,
+        "batch": 1,
+        "data": None,
+        "device": None,
+        "verbose": False,
+        **kwargs,
+        "format": format,
+        "imgsz": list(imgsz) if not isinstance(imgsz, int) else imgsz,
+        "mode": "export",
+    }
     callbacks = model_or_path.callbacks if isinstance(model_or_path, Model) else None
     return Path(EventExporter(cfg=DEFAULT_CFG, overrides=args, _callbacks=callbacks)(net))
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Runners
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-class StatefulRunner:
-    """Steps an exported recurrent model one frame at a time and feeds its new states back into the next call.
-
-    States start at zero and are reset with :meth:`reset` (call it at every sequence start). ``__call__`` takes a
-    float32 ``(B, C, H, W)`` numpy array or torch tensor (``B`` the export batch, H and W the export ``imgsz``) and
-    returns the raw ``output0`` (``(B, 4 + nc, anchors)``, like the PyTorch model's eval output) of the same kind.
-    """
-
-    def __init__(self, specs: Sequence[StateSpec], metadata: dict | None = None):
-        if not specs:
-            raise UnsupportedOptionError(f"{type(self).__name__}: the model's metadata holds no 'recurrent_states' (not a stateful "
-                             "export of yolo_etram)")
-        self.specs = list(specs)
-        self.metadata = dict(metadata or {})
-        self.states: list | None = None
-
-    @property
-    def batch(self) -> int:
-        return self.specs[0].shape[0]
-
-    def reset(self) -> None:
-        """Zero the states: the next call starts a new sequence."""
-        self.states = None
-
-    def __call__(self, images: ArrayLike) -> ArrayLike:
-        if images.shape[0] != self.batch:
-            raise UnsupportedOptionError(f"{type(self).__name__}: the export steps {self.batch} stream(s) at a time, got a batch "
-                             f"of {images.shape[0]}; consecutive frames must be separate calls")
-        if self.states is None:
-            self.states = self._zeros()
-        output, *self.states = self._run(images, self.states)
-        return output
-
-    def _zeros(self) -> list:
-        raise NotImplementedError
-
-    def _run(self, images: ArrayLike, states: list) -> list:
-        raise NotImplementedError
-
-
-_ORT_FLOATS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-
-
-class StatefulOnnxModel(StatefulRunner):
-    """ONNX Runtime runner of a stateful export (see :class:`StatefulRunner`).
-
-    Args:
-        model: the ``.onnx`` file or an ``onnxruntime.InferenceSession`` of it.
-        providers: ONNX Runtime execution providers when ``model`` is a path (default: CPU).
-
-    Example:
-        >>> runner = StatefulOnnxModel("best.onnx")
-        >>> pred = runner(np.zeros((1, 20, 384, 640), np.float32))  # numpy in, numpy out
-    """
-
-    def __init__(self, model: str | Path | Any, providers: Sequence[str] | None = None):
-        import onnxruntime as ort
-
-        session = model if hasattr(model, "run") else ort.InferenceSession(
-            str(model), providers=list(providers or ["CPUExecutionProvider"]))
-        metadata = dict(session.get_modelmeta().custom_metadata_map)
-        super().__init__(read_state_specs(metadata), metadata)
-        self.session = session
-        inputs = {i.name: i for i in session.get_inputs()}
-        missing = [s.input for s in self.specs if s.input not in inputs]
-        if missing:
-            raise UnsupportedOptionError(f"StatefulOnnxModel: the graph lacks the state inputs {missing} named in its metadata")
-        self.image_name = next(name for name in inputs if name not in {s.input for s in self.specs})
-        self.image_dtype = _ORT_FLOATS.get(inputs[self.image_name].type, np.float32)
-        self.state_dtypes = [_ORT_FLOATS.get(inputs[s.input].type, np.float32) for s in self.specs]
-        self.output_names = [session.get_outputs()[0].name, *(s.output for s in self.specs)]
-
-    def _zeros(self) -> list[np.ndarray]:
-        return [np.zeros(s.shape, d) for s, d in zip(self.specs, self.state_dtypes)]
-
-    def _run(self, images: ArrayLike, states: list[np.ndarray]) -> list:
-        device = images.device if isinstance(images, torch.Tensor) else None
-        x = images.detach().cpu().numpy() if device is not None else np.asarray(images)
-        feed = {self.image_name: x.astype(self.image_dtype, copy=False)}
-        feed.update({s.input: v for s, v in zip(self.specs, states)})
-        output, *new_states = self.session.run(self.output_names, feed)
-        return [torch.from_numpy(output).to(device) if device is not None else output, *new_states]
-
-
-class StatefulTorchScriptModel(StatefulRunner):
-    """TorchScript runner of a stateful export (see :class:`StatefulRunner`).
-
-    Args:
-        model: the ``.torchscript`` file or the loaded ``torch.jit.ScriptModule``.
-        metadata: the export's metadata when ``model`` is already loaded (read from the file otherwise).
-        device: where to run a loaded file (default: CPU).
-
-    Example:
-        >>> runner = StatefulTorchScriptModel("best.torchscript")
-        >>> pred = runner(torch.zeros(1, 20, 384, 640))  # torch in, torch out
-    """
-
-    def __init__(self, model: str | Path | torch.jit.ScriptModule, metadata: dict | None = None,
-                 device: str | torch.device = "cpu"):
-        if isinstance(model, (str, Path)):
-            extra = {"config.txt": ""}
-            model = torch.jit.load(str(model), map_location=device, _extra_files=extra)
-            metadata = json.loads(extra["config.txt"] or "{}")
-        super().__init__(read_state_specs(metadata), metadata)
-        self.model = model.eval()
-
-    def _device(self) -> torch.device:
-        return next(iter(self.model.parameters()), torch.empty(0)).device
-
-    def _zeros(self) -> list[torch.Tensor]:
-        return [torch.zeros(s.shape, device=self._device()) for s in self.specs]
-
-    @torch.inference_mode()
-    def _run(self, images: ArrayLike, states: list[torch.Tensor]) -> list:
-        numpy_in = not isinstance(images, torch.Tensor)
-        x = torch.from_numpy(np.asarray(images, np.float32)) if numpy_in else images
-        output, *new_states = self.model(x.to(self._device()), *states)
-        return [output.cpu().numpy() if numpy_in else output, *new_states]
-
-
-def install_state_runner(autobackend: nn.Module) -> StatefulRunner | None:
-    """Make an Ultralytics ``AutoBackend`` step a stateful ONNX/TorchScript export with its states carried.
-
-    Does nothing (returns None) unless the backend's metadata names recurrent states. Otherwise the backend's
-    ``forward`` is replaced, for this instance only, by a runner built on the already loaded session/module; the
-    AutoBackend gains ``reset_states()`` (call it at every sequence start), its ``warmup`` leaves zero states behind,
-    its ``metadata["event"]`` becomes a dict, and a batch other than the export batch raises instead of being split
-    into chunks (which would run them as consecutive time steps).
-
-    Example:
-        >>> from ultralytics.nn.autobackend import AutoBackend
-        >>> backend = AutoBackend("best.onnx")
-        >>> install_state_runner(backend)
-        >>> backend.reset_states(); preds = backend(frame)  # frame: (1, 20, 384, 640) float32 tensor
-    """
-    from ultralytics.nn.backends import ONNXBackend, TorchScriptBackend
-
-    backend = autobackend.backend
-    if not read_state_specs(getattr(backend, "metadata", None)):
-        return None
-    if isinstance(backend, ONNXBackend) and backend.format == "onnx":
-        runner = StatefulOnnxModel(backend.session)
-    elif isinstance(backend, TorchScriptBackend):
-        runner = StatefulTorchScriptModel(backend.model, backend.metadata)
-    else:
-        raise TypeError(f"{type(backend).__name__}: stateful exports run with ONNX Runtime or TorchScript only")
-    if "event" in backend.metadata:
-        backend.metadata["event"] = backend.event = _json_value(backend.metadata["event"])
-    backend.forward = runner
-    backend.reset_states = runner.reset
-    backend.state_runner = runner
-
-    forward, warmup = autobackend.forward, autobackend.warmup
-
-    def stateful_forward(im, *args, **kwargs):
-        if im.shape[0] != runner.batch:
-            raise UnsupportedOptionError(f"stateful export of batch {runner.batch} got a batch of {im.shape[0]}: one stream per "
-                             "export batch slot (use batch=1 for one recording)")
-        return forward(im, *args, **kwargs)
-
-    def stateless_warmup(*args, **kwargs):
-        warmup(*args, **kwargs)
-        runner.reset()
-
-    autobackend.forward, autobackend.warmup = stateful_forward, stateless_warmup
-    LOGGER.info(f"Stateful runner: {len(runner.specs)} recurrent states fed back between frames")
-    return runner

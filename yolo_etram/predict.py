@@ -14,21 +14,22 @@ Usage:
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
-import yolo_etram._env  # noqa: F401
-
 import cv2
-import numpy as np
 import torch
 from ultralytics.engine.results import Results
 from ultralytics.models.yolo.detect import DetectionPredictor
-from ultralytics.utils import LOGGER
 
+from yolo_etram.data.data_yaml import event_settings, load_event_data
 from yolo_etram.data.render import render_histogram
 from yolo_etram.data.stream import EventWindowSource, is_event_source
-from yolo_etram.errors import NonFiniteOutputError
-from yolo_etram.train import pad_to_multiple, use_all_cpu_threads
+from yolo_etram.nn.detection_model import find_event_model
+from yolo_etram.nn.exported import install_state_runner
+from yolo_etram.utils.errors import NonFiniteOutputError
+from yolo_etram.utils.sizes import pad_to_multiple
+from yolo_etram.utils.threads import use_all_cpu_threads
 
 
 class EventWindowLoader:
@@ -61,13 +62,9 @@ class EventPredictor(DetectionPredictor):
 
     def setup_model(self, model, verbose: bool = True):
         super().setup_model(model, verbose)
-        from yolo_etram.export import install_state_runner
-
         install_state_runner(self.model)  # exported recurrent models: feed the states back (no-op for .pt)
         metadata = getattr(self.model, "metadata", None)
         if isinstance(metadata, dict) and isinstance(metadata.get("event"), str):  # stateless exports of ours
-            import json
-
             metadata["event"] = json.loads(metadata["event"])
         use_all_cpu_threads(self.device)
 
@@ -76,8 +73,12 @@ class EventPredictor(DetectionPredictor):
         if isinstance(source, EventWindowSource):  # e.g. with a time range: EventWindowSource(path, start_us=...)
             windows = source
         elif is_event_source(source):
-            windows = EventWindowSource(source, downsample=int(cfg.get("downsample", 1)), nbins=int(cfg.get("nbins", 10)),
-                                        window_ms=int(cfg.get("window_ms", 50)))
+            windows = EventWindowSource(
+                source,
+                downsample=int(cfg.get("downsample", 1)),
+                nbins=int(cfg.get("nbins", 10)),
+                window_ms=int(cfg.get("window_ms", 50)),
+            )
         else:
             raise ValueError(f"{source}: not an event recording (*_td.h5, .dat, .npy) or prepared sequence folder")
         self.downsample = windows.downsample
@@ -89,18 +90,14 @@ class EventPredictor(DetectionPredictor):
     def event_cfg(self) -> dict:
         """How windows are built (downsample, bins, window length): the data YAML if given, else the model's."""
         if self.args.data and str(self.args.data).endswith((".yaml", ".yml")):
-            from yolo_etram.data.data_yaml import event_settings, load_event_data
-
             return event_settings(load_event_data(self.args.data, split="val"))
-        native = self.native_model()
+        native = self.event_model()
         if native is not None:
             return dict(native.yaml.get("event") or {})
         return dict(getattr(self.model, "metadata", {}).get("event") or {})
 
-    def native_model(self):
-        from yolo_etram.val import native_model
-
-        return native_model(self.model) if self.model is not None else None
+    def event_model(self):
+        return find_event_model(self.model) if self.model is not None else None
 
     def preprocess(self, im):
         hist = torch.from_numpy(self.dataset.current.hist)[None].to(self.device).float()
@@ -108,7 +105,7 @@ class EventPredictor(DetectionPredictor):
         return pad_to_multiple(hist, multiple)
 
     def _input_multiple(self) -> tuple[int, int]:
-        native = self.native_model()
+        native = self.event_model()
         if native is not None:
             return native.input_multiple
         imgsz = getattr(self.model, "imgsz", None)  # exported models: their fixed input size
@@ -124,11 +121,12 @@ class EventPredictor(DetectionPredictor):
             raise NonFiniteOutputError(
                 f"{win.source}: the model's output is NaN or infinite for the window ending at {win.t_end / 1e6:.3f} s "
                 f"(window {win.index + 1} of {win.total}); the input is finite (event counts), so the weights are "
-                "corrupt or overflow (try quantize=32 if it ran in half precision)")
+                "corrupt or overflow (try quantize=32 if it ran in half precision)"
+            )
         return preds
 
     def reset_states(self) -> None:
-        native = self.native_model()
+        native = self.event_model()
         if native is not None:
             native.reset_states()
         elif hasattr(self.model, "reset_states"):

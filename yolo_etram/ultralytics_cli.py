@@ -14,7 +14,9 @@ def activate() -> None:
     import ultralytics
 
     from yolo_etram.model import EventYOLO
+    from yolo_etram.nn.registry import register_layers
 
+    register_layers()
     ultralytics.YOLO = EventYOLO
 
 
@@ -24,7 +26,7 @@ def one_line_errors(entrypoint):
 
     @functools.wraps(entrypoint)
     def wrapped(*args, **kwargs):
-        from yolo_etram.errors import run_cli
+        from yolo_etram.utils.errors import run_cli
 
         rc = run_cli(entrypoint, *args, prog="yolo")
         if rc:
@@ -34,7 +36,7 @@ def one_line_errors(entrypoint):
 
 
 def _resolve_args(argv: list[str]) -> list[str]:
-    from yolo_etram.paths import find_cfg
+    from yolo_etram.utils.paths import find_cfg
 
     out = []
     for a in argv:

@@ -26,13 +26,13 @@ Usage:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-Labels = List[Optional[np.ndarray]]  # one entry per frame: (n, 5) float32 [cls, x1, y1, x2, y2], or None
+Labels = list[np.ndarray | None]  # one entry per frame: (n, 5) float32 [cls, x1, y1, x2, y2], or None
 
 
 class AugParams(NamedTuple):  # a NamedTuple: cheap to build by the million and to pickle to workers
@@ -83,12 +83,12 @@ class AugConfig:
                 raise ValueError(f"{name} must satisfy 1 <= min <= max, got {(lo, hi)}")
 
     @classmethod
-    def stream(cls) -> "AugConfig":
+    def stream(cls) -> AugConfig:
         """RVT's streaming augmentation: hflip 0.5, zoom-out 0.5 with f ~ U[1, 1.2], no zoom-in."""
         return cls()
 
     @classmethod
-    def random(cls) -> "AugConfig":
+    def random(cls) -> AugConfig:
         """RVT's random-access augmentation: hflip 0.5, zoom 0.8 split in:out 8:2, f_in ~ U[1, 1.5]."""
         return cls(zoom=0.8, zoom_in_weight=8.0, zoom_out_weight=2.0)
 
@@ -110,12 +110,16 @@ class AugConfig:
         lo = np.where(zoom_in, self.zoom_in_range[0], self.zoom_out_range[0])
         hi = np.where(zoom_in, self.zoom_in_range[1], self.zoom_out_range[1])
         factor = lo + u[:, 3] * (hi - lo)
-        rows = zip((u[:, 0] < self.hflip).tolist(), np.where(zoom_in, factor, 1.0).tolist(),
-                   np.where(zoom_out, factor, 1.0).tolist(), *u[:, 4:].T.tolist())
+        rows = zip(
+            (u[:, 0] < self.hflip).tolist(),
+            np.where(zoom_in, factor, 1.0).tolist(),
+            np.where(zoom_out, factor, 1.0).tolist(),
+            *u[:, 4:].T.tolist(),
+        )
         return list(map(AugParams._make, rows))
 
 
-def resolve_aug(augment: "AugConfig | bool | None", default: AugConfig) -> AugConfig | None:
+def resolve_aug(augment: AugConfig | bool | None, default: AugConfig) -> AugConfig | None:
     """``True`` -> ``default``, ``False``/``None`` -> no augmentation, an :class:`AugConfig` -> itself."""
     if augment is True:
         return default
@@ -151,7 +155,7 @@ def zoom_out(img: torch.Tensor, labels: Labels, factor: float, ux: float, uy: fl
         return img, labels
     x0, y0 = int(ux * (w - zw)), int(uy * (h - zh))
     out = torch.zeros_like(img)
-    out[..., y0:y0 + zh, x0:x0 + zw] = F.interpolate(img, size=(zh, zw), mode="nearest-exact")
+    out[..., y0 : y0 + zh, x0 : x0 + zw] = F.interpolate(img, size=(zh, zw), mode="nearest-exact")
     sx, sy = np.float32(zw / w), np.float32(zh / h)
 
     def move(b):
@@ -163,8 +167,13 @@ def zoom_out(img: torch.Tensor, labels: Labels, factor: float, ux: float, uy: fl
     return out, _map_boxes(labels, move)
 
 
-def zoom_in_window(box: np.ndarray, hw: tuple[int, int], size: tuple[int, int], ux: float, uy: float,
-                   ) -> tuple[int, int]:
+def zoom_in_window(
+    box: np.ndarray,
+    hw: tuple[int, int],
+    size: tuple[int, int],
+    ux: float,
+    uy: float,
+) -> tuple[int, int]:
     """Top-left ``(x0, y0)`` of a ``size=(h, w)`` window inside the frame that contains ``box`` (x1, y1, x2, y2), or
     lies inside it when the box is larger than the window; ``ux``, ``uy`` place it uniformly in the allowed range."""
 
@@ -177,8 +186,14 @@ def zoom_in_window(box: np.ndarray, hw: tuple[int, int], size: tuple[int, int], 
     return axis(x1, x2, size[1], hw[1], ux), axis(y1, y2, size[0], hw[0], uy)
 
 
-def zoom_in(img: torch.Tensor, labels: Labels, factor: float, ux: float, uy: float, ubox: float,
-            ) -> tuple[torch.Tensor, Labels]:
+def zoom_in(
+    img: torch.Tensor,
+    labels: Labels,
+    factor: float,
+    ux: float,
+    uy: float,
+    ubox: float,
+) -> tuple[torch.Tensor, Labels]:
     """Crop a window of ``(int(H/f), int(W/f))`` that contains one box of the most recent frame with boxes (any box
     can be picked, unlike RVT's ``randint``), and resize it back to (H, W) with nearest-exact. Boxes are clipped to the
     window, flat ones dropped, then scaled. Without any box in the clip the clip is returned unchanged (RVT warns)."""
@@ -189,7 +204,7 @@ def zoom_in(img: torch.Tensor, labels: Labels, factor: float, ux: float, uy: flo
         return img, labels
     box = recent[min(int(ubox * len(recent)), len(recent) - 1), 1:5]
     x0, y0 = zoom_in_window(box, (h, w), (zh, zw), ux, uy)
-    out = F.interpolate(img[..., y0:y0 + zh, x0:x0 + zw], size=(h, w), mode="nearest-exact")
+    out = F.interpolate(img[..., y0 : y0 + zh, x0 : x0 + zw], size=(h, w), mode="nearest-exact")
     sx, sy = np.float32(w / zw), np.float32(h / zh)
 
     def crop(b):

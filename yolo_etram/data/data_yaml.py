@@ -6,7 +6,9 @@ Event keys (all optional): ``representation`` (folder under ``event_representati
 ``skip_ts_us``, ``min_box_diag``, ``min_box_side``), ``groups`` (name -> class ids, for grouped AP), ``input``
 (``histogram``, the stacked histogram as stored, or ``event_frame``: its time bins summed per polarity, 2 channels, the
 eTraM paper's frame baseline input), ``memory`` (false: reset a recurrent model's state at every window, the
-memoryless ablation), ``size_aware`` (``{a, tau}``: the size-aware loss, see :mod:`yolo_etram.size_aware`) and ``synth`` (how to build the data with our generator when ``path`` does not exist).
+memoryless ablation), ``size_aware`` (``{a, tau}``: the size-aware loss, see :mod:`yolo_etram.nn.size_aware_loss`) and
+``synth`` (how to build the data with our generator when ``path`` does not exist). A YAML with any of these keys is
+event data (:func:`is_event_data`).
 
 Usage:
     >>> from yolo_etram.data.data_yaml import load_event_data
@@ -19,7 +21,10 @@ from pathlib import Path
 
 import yaml
 
-from .io import EventDataError
+from yolo_etram.utils.errors import EventDataError, one_line
+
+from .representation import check_downsample, parse_representation_dir
+from .sampler import Sampling
 
 EVENT_DEFAULTS = {
     "channels": 20,
@@ -33,17 +38,18 @@ EVENT_DEFAULTS = {
     "groups": {},
     "input": "histogram",
     "memory": True,
+    "size_aware": None,
 }
-SAMPLING_MODES = ("stream", "random", "mixed")
+EVENT_KEYS = (*(k for k in EVENT_DEFAULTS if k != "channels"), "synth")
+"""The keys that make a data YAML event data (``channels`` alone does not: stock image YAMLs may set it)."""
 INPUTS = ("histogram", "event_frame")
-EVENT_KEYS = ("representation", "downsample", "seq_len", "sampling", "partition", "eval", "synth", "input", "memory")
 
 
 def read_data_yaml(data: str | Path | dict) -> tuple[dict, Path | None]:
     """The YAML as a dict and its file (None for a dict), resolving our bare names (``etram.yaml``)."""
     if isinstance(data, dict):
         return dict(data), None
-    from yolo_etram.paths import find_cfg
+    from yolo_etram.utils.paths import find_cfg
 
     path = find_cfg(data, "datasets")
     if path is None:
@@ -51,10 +57,11 @@ def read_data_yaml(data: str | Path | dict) -> tuple[dict, Path | None]:
     try:
         d = yaml.safe_load(Path(path).read_text()) or {}
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:  # OSError: a folder or an unreadable file
-        raise EventDataError(f"{path}: not a readable YAML file ({' '.join(str(e).split())}); give a data YAML") from e
+        raise EventDataError(f"{path}: not a readable YAML file ({one_line(e)}); give a data YAML") from e
     if not isinstance(d, dict):
-        raise EventDataError(f"{path}: a data YAML must be a mapping (path, train, val, names, ...), not a "
-                             f"{type(d).__name__}")
+        raise EventDataError(
+            f"{path}: a data YAML must be a mapping (path, train, val, names, ...), not a {type(d).__name__}"
+        )
     return d, Path(path)
 
 
@@ -71,14 +78,11 @@ def resolve_root(path: str | Path, yaml_file: Path | None) -> Path:
 
 def build_synthetic(root: Path, spec: dict) -> None:
     """Synthesize raw recordings next to ``root`` (``<root>_raw``) and prepare them into ``root``."""
-    from .prepare import PrepareConfig, prepare_dataset
-    from .synthetic import SynthConfig, synthesize_dataset
+    from .synth import SynthConfig, make_synthetic_dataset
 
     spec = dict(spec)
     splits = spec.pop("splits", {"train": 4, "val": 1, "test": 1})
-    raw = root.with_name(root.name + "_raw")
-    synthesize_dataset(raw, splits, SynthConfig(**spec))
-    prepare_dataset(raw, root, PrepareConfig(kind="etram", downsample=False), workers=2)
+    make_synthetic_dataset(root, splits, SynthConfig(**spec))
 
 
 def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
@@ -100,8 +104,12 @@ def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
             d[key] = {**value, **(d.get(key) or {})}
         elif d.get(key) is None:
             d[key] = value
-    if d["sampling"] not in SAMPLING_MODES:
-        raise EventDataError(f"{src}: sampling '{d['sampling']}' is not one of {', '.join(SAMPLING_MODES)}")
+    if d["sampling"] not in {m.value for m in Sampling}:
+        raise EventDataError(f"{src}: sampling '{d['sampling']}' is not one of {', '.join(m.value for m in Sampling)}")
+    try:
+        d["downsample"] = check_downsample(d["downsample"], f"{src}: downsample")
+    except ValueError as e:
+        raise EventDataError(str(e)) from None
     if d["input"] not in INPUTS:
         raise EventDataError(f"{src}: input '{d['input']}' is not one of {', '.join(INPUTS)}")
     root = resolve_root(d.get("path", "."), yaml_file)
@@ -117,7 +125,9 @@ def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
         if not d.get(s):
             raise EventDataError(f"{src}: no '{s}' split")
         if not Path(d[s]).is_dir():
-            raise EventDataError(f"{src}: {s} folder {d[s]} does not exist (prepare the data with `etram-yolo prepare`)")
+            raise EventDataError(
+                f"{src}: {s} folder {d[s]} does not exist (prepare the data with `etram-yolo prepare`)"
+            )
     check_channels(d, needed, src, channels_given)
     for g, ids in d["groups"].items():
         bad = [i for i in ids if int(i) not in d["names"]]
@@ -155,19 +165,24 @@ def check_channels(d: dict, splits: list[str], src, given: bool = True) -> None:
             d["channels"] = c = seq.channels
             given = True
         elif seq.channels != c:
-            raise EventDataError(f"{src}: channels is {c} but the prepared histograms of {s} ({seq.h5_path}) have "
-                                 f"{seq.channels} channels; set channels: {seq.channels} or re-run prepare with "
-                                 f"--nbins {c // 2}")
+            raise EventDataError(
+                f"{src}: channels is {c} but the prepared histograms of {s} ({seq.h5_path}) have "
+                f"{seq.channels} channels; set channels: {seq.channels} or re-run prepare with "
+                f"--nbins {c // 2}"
+            )
 
 
 def event_settings(data: dict) -> dict:
     """What prediction needs to rebuild the training windows: downsample, bins, window length, channels, partition.
 
     Stored in the model (``model.yaml["event"]``) by the trainer, so checkpoints predict on raw recordings alone."""
-    import re
-
-    m = re.search(r"dt=(\d+)_nbins=(\d+)", data.get("representation") or "")
-    window_ms, nbins = (int(m[1]), int(m[2])) if m else (50, data.get("channels", 20) // 2)
-    return {"downsample": int(data.get("downsample") or 1), "nbins": nbins, "window_ms": window_ms,
-            "channels": int(data.get("channels", 20)), "partition": list(data.get("partition") or []),
-            "input": data.get("input") or "histogram", "memory": bool(data.get("memory", True))}
+    window_ms, nbins = parse_representation_dir(data.get("representation")) or (50, data.get("channels", 20) // 2)
+    return {
+        "downsample": int(data.get("downsample") or 1),
+        "nbins": nbins,
+        "window_ms": window_ms,
+        "channels": int(data.get("channels", 20)),
+        "partition": list(data.get("partition") or []),
+        "input": data.get("input") or "histogram",
+        "memory": bool(data.get("memory", True)),
+    }

@@ -14,7 +14,7 @@ casts on the device), and carries boxes as ``[cls, x1, y1, x2, y2]`` pixels per 
 
 Labels follow RVT's loader: boxes as :class:`PreparedSequence` serves them; a label frame left without boxes (flat
 after scaling, dropped classes, cropped away by zoom-in) counts as unlabeled, like RVT's collate turning empty labels
-into None, unless ``keep_empty_frames=True``.
+into None.
 
 Usage:
     >>> from yolo_etram.data.dataset import EventClipDataset, collate_clips
@@ -25,19 +25,21 @@ Usage:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from ultralytics.utils.ops import xyxy2xywhn
+
+from yolo_etram.utils.errors import EventDataError
 
 from .augment import augment_clip
-from .io import EventDataError
 from .motion import UNKNOWN, motion_columns
 from .prepared import PreparedSequence, list_sequences, scale_boxes
-from .sampler import PAD_CLIP, ClipKey
+from .sampler import PAD_CLIP, ClipKey, Sampling
 
 STREAM_CLIP = np.dtype([("seq", "<i4"), ("start", "<i8"), ("stop", "<i8"), ("first", "?")])
 RANDOM_CLIP = np.dtype([("seq", "<i4"), ("start", "<i8"), ("stop", "<i8")])
@@ -66,14 +68,16 @@ class _SequenceBoxes:
             all_codes, all_still = motion_columns(seq.motion)
             codes, still = all_codes[b["row"]].astype(np.float32), all_still[b["row"]]
         x, y = b["x"].astype(np.float32), b["y"].astype(np.float32)
-        self.boxes = np.stack([cls.astype(np.float32), x, y, x + b["w"], y + b["h"], codes, still], 1).astype(np.float32)
+        self.boxes = np.stack([cls.astype(np.float32), x, y, x + b["w"], y + b["h"], codes, still], 1).astype(
+            np.float32
+        )
         self.bounds = np.searchsorted(frame, np.arange(len(bounds)))  # rows of frame f: bounds[f]:bounds[f+1]
         self.window_frame = np.full(len(seq), -1, np.int64)
         self.window_frame[seq.frame_repr_idx] = np.arange(len(seq.frame_repr_idx))
 
     def __call__(self, window: int) -> np.ndarray | None:
         f = self.window_frame[window]
-        return None if f < 0 else self.boxes[self.bounds[f]:self.bounds[f + 1]].copy()
+        return None if f < 0 else self.boxes[self.bounds[f] : self.bounds[f + 1]].copy()
 
 
 def _with_row_index(labels: np.ndarray) -> np.ndarray:
@@ -97,23 +101,29 @@ class EventClipDataset(Dataset):
         class_map: stored class id -> training class id (a dict, or a list indexed by stored id); ids mapped to a
             negative value or missing are dropped.
         representation: folder under ``event_representations_v2`` (default: the only one).
-        keep_empty_frames: a label frame without boxes counts as labeled (a negative example); RVT's default is False.
 
     Usage:
         >>> ds = EventClipDataset("datasets/etram/train", seq_len=5, sampling="random")
         >>> item = ds[(12, None)]  # random clip 12
     """
 
-    def __init__(self, path: str | Path, seq_len: int = 5, *, split: str | None = None, sampling: str = "stream",
-                 names: Sequence[str] | Mapping[int, str] | None = None,
-                 class_map: Mapping[int, int] | Sequence[int] | None = None, representation: str | None = None,
-                 keep_empty_frames: bool = False):
+    def __init__(
+        self,
+        path: str | Path,
+        seq_len: int = 5,
+        *,
+        split: str | None = None,
+        sampling: str = "stream",
+        names: Sequence[str] | Mapping[int, str] | None = None,
+        class_map: Mapping[int, int] | Sequence[int] | None = None,
+        representation: str | None = None,
+    ):
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
-        if sampling not in ("stream", "random"):
+        if sampling not in (Sampling.STREAM, Sampling.RANDOM):
             raise ValueError(f"sampling must be 'stream' or 'random', not '{sampling}'")
         self.root = Path(path) / split if split else Path(path)
-        self.seq_len, self.sampling, self.keep_empty_frames = int(seq_len), sampling, keep_empty_frames
+        self.seq_len, self.sampling = int(seq_len), sampling
         dirs = list_sequences(self.root)
         if not dirs:
             raise EventDataError(f"{self.root}: no prepared sequences (folders with labels_v2/)")
@@ -147,12 +157,16 @@ class EventClipDataset(Dataset):
 
     def _random_table(self) -> np.ndarray:
         T = self.seq_len
-        rows = [(i, r - T + 1, r + 1) for i, s in enumerate(self.sequences) for r in np.sort(s.frame_repr_idx).tolist()
-                if r - T + 1 >= 0]
+        rows = [
+            (i, r - T + 1, r + 1)
+            for i, s in enumerate(self.sequences)
+            for r in np.sort(s.frame_repr_idx).tolist()
+            if r - T + 1 >= 0
+        ]
         return np.array(rows, RANDOM_CLIP)
 
     def __len__(self) -> int:
-        return len(self.clips_stream if self.sampling == "stream" else self.clips_random)
+        return len(self.clips_stream if self.sampling == Sampling.STREAM else self.clips_random)
 
     # ------------------------------------------------------------------------------------------------ items
     def window_boxes(self, seq_id: int, window: int) -> np.ndarray | None:
@@ -163,8 +177,8 @@ class EventClipDataset(Dataset):
         if isinstance(key, ClipKey):
             return key
         if isinstance(key, (tuple, list)):
-            return ClipKey(int(key[0]), key[1] if len(key) > 1 else None, self.sampling == "random")
-        return ClipKey(int(key), None, self.sampling == "random")
+            return ClipKey(int(key[0]), key[1] if len(key) > 1 else None, self.sampling == Sampling.RANDOM)
+        return ClipKey(int(key), None, self.sampling == Sampling.RANDOM)
 
     def __getitem__(self, key) -> dict:
         key = self._parse(key)
@@ -191,8 +205,7 @@ class EventClipDataset(Dataset):
             img, labels = augment_clip(img, labels, key.aug)
         if key.is_first is not None:
             is_first = bool(key.is_first)
-        if not self.keep_empty_frames:
-            labels = [b if b is not None and len(b) else None for b in labels]
+        labels = [b if b is not None and len(b) else None for b in labels]
         return {
             "img": img,
             "labels": labels,
@@ -215,10 +228,16 @@ class EventClipDataset(Dataset):
         for seq, boxes in zip(self.sequences, self._boxes):
             for w in np.sort(seq.frame_repr_idx).tolist():
                 b = boxes(w)
-                if b is None or (not len(b) and not self.keep_empty_frames):
+                if b is None or not len(b):
                     continue
-                out.append({"cls": b[:, :1].copy(), "bboxes": xyxy_to_xywhn(b[:, 1:5], (H, W)),
-                            "im_file": f"{seq.name}:{w}", "shape": (H, W)})
+                out.append(
+                    {
+                        "cls": b[:, :1].copy(),
+                        "bboxes": xyxy2xywhn(b[:, 1:5], w=W, h=H),
+                        "im_file": f"{seq.name}:{w}",
+                        "shape": (H, W),
+                    }
+                )
         return out
 
     def __getstate__(self):
@@ -242,17 +261,6 @@ def _class_lut(class_map: Mapping[int, int] | Sequence[int] | None) -> np.ndarra
     return np.array([-1 if v is None else int(v) for v in class_map], np.int64)
 
 
-def xyxy_to_xywhn(xyxy: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Pixel ``x1, y1, x2, y2`` to normalised ``cx, cy, w, h`` relative to the frame ``(H, W)``."""
-    h, w = hw
-    out = np.empty_like(xyxy, dtype=np.float32)
-    out[:, 0] = (xyxy[:, 0] + xyxy[:, 2]) / (2 * w)
-    out[:, 1] = (xyxy[:, 1] + xyxy[:, 3]) / (2 * h)
-    out[:, 2] = (xyxy[:, 2] - xyxy[:, 0]) / w
-    out[:, 3] = (xyxy[:, 3] - xyxy[:, 1]) / h
-    return out
-
-
 def collate_clips(items: list[dict]) -> dict:
     """Stack B clip items into an Ultralytics-style batch of B*T frames (frame ``b * T + t``).
 
@@ -269,11 +277,14 @@ def collate_clips(items: list[dict]) -> dict:
         for t, lab in enumerate(item["labels"]):
             if lab is not None and len(lab):
                 cls.append(lab[:, :1])
-                boxes.append(xyxy_to_xywhn(lab[:, 1:5], hw))
+                boxes.append(xyxy2xywhn(lab[:, 1:5], w=hw[1], h=hw[0]))
                 idx.append(np.full(len(lab), b * T + t, np.float32))
                 motion.append(lab[:, 5:7] if lab.shape[1] >= 7 else np.tile([[UNKNOWN, 0.0]], (len(lab), 1)))
-    im_file = [f"{item['seq_name']}:{int(w)}" if not p else "<pad>"
-               for item in items for w, p in zip(item["window_idx"], item["padded"])]
+    im_file = [
+        f"{item['seq_name']}:{int(w)}" if not p else "<pad>"
+        for item in items
+        for w, p in zip(item["window_idx"], item["padded"])
+    ]
     n_frames = len(items) * T
     return {
         "img": torch.stack([item["img"] for item in items]),

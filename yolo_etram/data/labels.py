@@ -9,7 +9,7 @@ drop or crop (``prepare`` reports it) and rejects box files that cannot belong t
 Usage:
     >>> from yolo_etram.data.labels import DATASET_KINDS, select_label_frames
     >>> kind = DATASET_KINDS["gen4"]
-    >>> boxes = filter_boxes(boxes, kind, height=720, width=1280, train=True)
+    >>> boxes = apply_label_filters(boxes, kind, height=720, width=1280, train=True)
     >>> frames = select_label_frames(boxes, kind)
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .io import EventDataError
+from yolo_etram.utils.errors import EventDataError
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,14 @@ class DatasetKind:
     Attributes:
         name: ``gen1``, ``gen4`` or ``etram``.
         label_period_us: base label-frame period; ``None`` derives ~100 ms from a 30/60 Hz label rate (gen4/eTraM).
-        max_class_id: boxes with a larger class id are dropped (gen4 keeps pedestrian, two-wheeler, car); ``None`` keeps all.
+        max_class_id: boxes with a larger class id are dropped (gen4 keeps pedestrian, two-wheeler, car); ``None``
+            keeps all.
         psee_filter: Prophesee size filter (diagonal and side) instead of the conservative ``w, h >= 5``.
         min_diag, min_side: the Prophesee size filter's thresholds in sensor pixels.
         faulty_filter: on train, drop boxes wider than 9/10 of the sensor.
-        downsample: store histograms at half resolution (``_ds2_nearest``).
-        class_map: optional id remapping applied before filtering (e.g. eTraM 8 classes to 3); ids mapped to -1 are dropped.
+        downsample: factor of the stored histograms (2: half resolution, ``_ds2_nearest``).
+        class_map: optional id remapping applied before filtering (e.g. eTraM 8 classes to 3); ids mapped to -1 are
+            dropped.
     """
 
     name: str
@@ -44,18 +46,19 @@ class DatasetKind:
     min_diag: int
     min_side: int
     faulty_filter: bool = True
-    downsample: bool = False
+    downsample: int = 1
     class_map: dict[int, int] = field(default_factory=dict)
 
 
 DATASET_KINDS = {
-    "gen1": DatasetKind("gen1", 250_000, None, True, 30, 10, downsample=False),
-    "gen4": DatasetKind("gen4", None, 2, False, 60, 20, downsample=True),
-    "etram": DatasetKind("etram", None, None, False, 60, 20, downsample=True),
+    "gen1": DatasetKind("gen1", 250_000, None, True, 30, 10, downsample=1),
+    "gen4": DatasetKind("gen4", None, 2, False, 60, 20, downsample=2),
+    "etram": DatasetKind("etram", None, None, False, 60, 20, downsample=2),
 }
 
 ETRAM_8_TO_3 = {0: 0, 1: 1, 2: 2, 3: 1, 4: 2, 5: 1, 6: 1, 7: 2}
-"""eTraM 8 classes (pedestrian, car, bicycle, bus, motorbike, truck, tram, wheelchair) to 3 (pedestrian, vehicle, micromobility)."""
+"""eTraM 8 classes (pedestrian, car, bicycle, bus, motorbike, truck, tram, wheelchair) to 3 (pedestrian, vehicle,
+micromobility)."""
 
 ALIGN_T_US = 100_000  # the first label frame is the first label time at or after this
 FRAME_STEP_MS = 100  # label frames are ~10 Hz
@@ -70,8 +73,10 @@ def remap_classes(boxes: np.ndarray, class_map: dict[int, int], source: str = ""
     ids = boxes["class_id"].astype(np.int64)
     unknown = sorted(set(np.unique(ids).tolist()) - set(class_map))
     if unknown:
-        raise EventDataError(f"{source or 'boxes'}: class ids {unknown} are not in the class mapping {class_map}; "
-                             "choose another class map (or none) or fix the box file")
+        raise EventDataError(
+            f"{source or 'boxes'}: class ids {unknown} are not in the class mapping {class_map}; "
+            "choose another class map (or none) or fix the box file"
+        )
     lut = np.full(max(class_map) + 1, -1, np.int64)
     for k, v in class_map.items():
         lut[k] = v
@@ -81,7 +86,9 @@ def remap_classes(boxes: np.ndarray, class_map: dict[int, int], source: str = ""
     return boxes
 
 
-def filter_boxes(boxes: np.ndarray, kind: DatasetKind, height: int, width: int, train: bool, source: str = "") -> np.ndarray:
+def apply_label_filters(
+    boxes: np.ndarray, kind: DatasetKind, height: int, width: int, train: bool, source: str = ""
+) -> np.ndarray:
     """RVT's ``apply_filters``: class filter, crop to the field of view, size filter, faulty-box filter (train only)."""
     boxes = remap_classes(boxes, kind.class_map, source)
     if kind.max_class_id is not None:
@@ -122,8 +129,15 @@ class BoxCounts:
     outside_time: int = 0
 
 
-def check_boxes(boxes: np.ndarray, kind: DatasetKind, height: int, width: int,
-                t_range: tuple[int, int] | None = None, source: str = "", window_us: int = 50_000) -> BoxCounts:
+def check_boxes(
+    boxes: np.ndarray,
+    kind: DatasetKind,
+    height: int,
+    width: int,
+    t_range: tuple[int, int] | None = None,
+    source: str = "",
+    window_us: int = 50_000,
+) -> BoxCounts:
     """Count what RVT's filters will drop or crop in ``boxes`` and raise on what cannot be a match for the recording.
 
     Errors (:class:`EventDataError` naming ``source``): class ids unknown to the class map; every box flat or outside
@@ -146,19 +160,25 @@ def check_boxes(boxes: np.ndarray, kind: DatasetKind, height: int, width: int,
     counts.nonpositive, counts.outside = int(nonpositive.sum()), int(outside.sum())
     counts.clipped = int(clipped.sum())
     if counts.nonpositive + counts.outside == len(boxes):
-        raise EventDataError(f"{source or 'boxes'}: all {len(boxes)} boxes have zero or negative size or lie outside the "
-                             f"{width}x{height} frame; the box file belongs to another recording or sensor size")
+        raise EventDataError(
+            f"{source or 'boxes'}: all {len(boxes)} boxes have zero or negative size or lie outside the "
+            f"{width}x{height} frame; the box file belongs to another recording or sensor size"
+        )
     if t_range is not None:
         t = boxes["t"].astype(np.int64)
         inside = (t >= t_range[0]) & (t <= t_range[1])
         if not inside.any():
-            raise EventDataError(f"{source or 'boxes'}: box timestamps {t.min()}..{t.max()} us lie outside the events' "
-                                 f"{t_range[0]}..{t_range[1]} us; the box file belongs to another recording or is not "
-                                 "in microseconds")
+            raise EventDataError(
+                f"{source or 'boxes'}: box timestamps {t.min()}..{t.max()} us lie outside the events' "
+                f"{t_range[0]}..{t_range[1]} us; the box file belongs to another recording or is not "
+                "in microseconds"
+            )
         if t.max() > t_range[1] + LATE_LABELS_US:
-            raise EventDataError(f"{source or 'boxes'}: box timestamp {t.max()} us is more than "
-                                 f"{LATE_LABELS_US // 1000} ms after the last event ({t_range[1]} us); the box file is "
-                                 "corrupt or belongs to another recording")
+            raise EventDataError(
+                f"{source or 'boxes'}: box timestamp {t.max()} us is more than "
+                f"{LATE_LABELS_US // 1000} ms after the last event ({t_range[1]} us); the box file is "
+                "corrupt or belongs to another recording"
+            )
         counts.outside_time = int(np.count_nonzero((t < t_range[0]) | (t > t_range[1] + window_us)))
     return counts
 
@@ -172,8 +192,10 @@ def base_label_period_us(unique_t: np.ndarray, kind: DatasetKind, source: str = 
     median = np.median(np.diff(unique_t))
     hz = int(np.rint(1e6 / median))
     if hz not in (30, 60):
-        raise EventDataError(f"{source}: labels come at {hz} Hz (median spacing {median:.0f} us); RVT's preprocessing "
-                             "needs 30 or 60 Hz labels to pick 10 Hz frames")
+        raise EventDataError(
+            f"{source}: labels come at {hz} Hz (median spacing {median:.0f} us); RVT's preprocessing "
+            "needs 30 or 60 Hz labels to pick 10 Hz frames"
+        )
     return int(6 * median if hz == 60 else 3 * median)
 
 
@@ -188,7 +210,9 @@ class LabelFrames:
     frame_repr_idx: np.ndarray  # int64 [F]: window index of each frame (``objframe_idx_2_repr_idx.npy``)
 
 
-def select_label_frames(boxes: np.ndarray, kind: DatasetKind, window_step_ms: int = 50, source: str = "") -> LabelFrames:
+def select_label_frames(
+    boxes: np.ndarray, kind: DatasetKind, window_step_ms: int = 50, source: str = ""
+) -> LabelFrames:
     """Pick ~10 Hz label frames from filtered, time-sorted boxes and build the window end times around them.
 
     RVT's ``labels_and_ev_repr_timestamps``: the first frame is the first label time >= 100 ms; later label times are
@@ -208,11 +232,13 @@ def select_label_frames(boxes: np.ndarray, kind: DatasetKind, window_step_ms: in
     period = base_label_period_us(unique_t, kind, source)
     first = int(np.searchsorted(unique_t, ALIGN_T_US, side="left"))
     if first == len(unique_t):
-        raise EventDataError(f"{source}: no label at or after {ALIGN_T_US} us, where RVT's label frames start; the "
-                             "labels are missing there or not in microseconds")
+        raise EventDataError(
+            f"{source}: no label at or after {ALIGN_T_US} us, where RVT's label frames start; the "
+            "labels are missing there or not in microseconds"
+        )
     frames = [int(unique_t[first])]
     windows_between = []
-    for ts in unique_t[first + 1:].tolist():
+    for ts in unique_t[first + 1 :].tolist():
         diff = ts - frames[-1]
         n = round(diff / period)
         if abs(diff - n * period) <= JITTER_US:

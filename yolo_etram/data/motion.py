@@ -16,10 +16,27 @@ from pathlib import Path
 
 import numpy as np
 
-from .synthetic import MOTION_DTYPE
+MOTION_DTYPE = np.dtype(
+    [("t", "<u8"), ("track_id", "<u4"), ("moving", "?"), ("stationary_for_us", "<i8"), ("seen_moving", "?")]
+)
+"""Rows of ``<name>_motion.npz``, aligned with the box file. ``moving``: speed above ``moving_threshold_mps``.
+``stationary_for_us``: time since the object last moved (0 when moving; objects parked from the start count from the
+simulation start, ``warmup_s`` before the recording). ``seen_moving``: the object was moving while in the frame at some
+time since the recording began, i.e. it has produced events a model could have seen."""
 
-__all__ = ["MOTION_DTYPE", "MOVING", "STOPPED", "PARKED", "UNKNOWN", "MOTION_FILE", "raw_motion_path",
-           "align_motion", "motion_columns", "motion_subsets", "STILL_BINS_S"]
+__all__ = [
+    "MOTION_DTYPE",
+    "MOVING",
+    "STOPPED",
+    "PARKED",
+    "UNKNOWN",
+    "MOTION_FILE",
+    "raw_motion_path",
+    "align_motion",
+    "motion_columns",
+    "motion_subsets",
+    "STILL_BINS_S",
+]
 
 MOVING, STOPPED, PARKED, UNKNOWN = 0, 1, 2, -1
 """Motion codes: moving; stationary after having moved in view (its last events are in the past: memory's case);

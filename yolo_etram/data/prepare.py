@@ -33,13 +33,21 @@ from pathlib import Path
 
 import numpy as np
 
-from yolo_etram.errors import one_line
+from yolo_etram.utils.errors import one_line
+from yolo_etram.utils.files import save_npy_atomic, save_npz_atomic
 
-from .io import (SENSOR_SIZES, EventDataError, EventReader, blosc, find_recordings, load_boxes, open_h5, save_npy_atomic,
-                 save_npz_atomic)
-from .labels import DATASET_KINDS, ETRAM_8_TO_3, BoxCounts, DatasetKind, check_boxes, filter_boxes, select_label_frames
+from .io import SENSOR_SIZES, EventDataError, EventReader, blosc, find_recordings, load_boxes, open_h5
+from .labels import (
+    DATASET_KINDS,
+    ETRAM_8_TO_3,
+    BoxCounts,
+    DatasetKind,
+    apply_label_filters,
+    check_boxes,
+    select_label_frames,
+)
 from .motion import MOTION_FILE, align_motion, raw_motion_path
-from .representation import StackedHistogram, representation_dir_name, representation_file_name
+from .representation import StackedHistogram, check_downsample, representation_dir_name, representation_file_name
 
 SPLITS = ("train", "val", "test")
 IN_PROGRESS = ".in_progress"
@@ -53,7 +61,7 @@ class PrepareConfig:
     window_ms: int = 50
     nbins: int = 10
     cutoff: int = 10
-    downsample: bool | None = None  # None: the dataset kind's default (halve 1280x720 sensors)
+    downsample: int | None = None  # factor 1 or 2; None: the dataset kind's default (halve 1280x720 sensors)
     class_map: str | None = None  # None or "etram8to3"
     codec: str = "lz4"  # blosc codec of the histograms: lz4 (fast) or zstd (RVT's, smaller)
 
@@ -62,7 +70,10 @@ class PrepareConfig:
             raise EventDataError(f"unknown dataset kind '{self.kind}' (choose from {', '.join(DATASET_KINDS)})")
         kind = DATASET_KINDS[self.kind]
         if self.downsample is not None:
-            kind = replace(kind, downsample=self.downsample)
+            try:
+                kind = replace(kind, downsample=check_downsample(self.downsample, "prepare"))
+            except ValueError as e:
+                raise EventDataError(str(e)) from None
         if self.class_map == "etram8to3":
             kind = replace(kind, class_map=ETRAM_8_TO_3)
         elif self.class_map:
@@ -85,7 +96,7 @@ class SequenceResult:
     boxes: BoxCounts = field(default_factory=BoxCounts)  # what RVT's box filters dropped or cropped (warnings)
 
 
-def sequence_paths(seq_dir: Path, cfg: PrepareConfig, downsample: bool) -> dict[str, Path]:
+def sequence_paths(seq_dir: Path, cfg: PrepareConfig, downsample: int) -> dict[str, Path]:
     repr_dir = seq_dir / "event_representations_v2" / representation_dir_name(cfg.nbins, cfg.window_ms)
     return {
         "labels": seq_dir / "labels_v2" / "labels.npz",
@@ -97,16 +108,23 @@ def sequence_paths(seq_dir: Path, cfg: PrepareConfig, downsample: bool) -> dict[
     }
 
 
-def write_histograms(reader: EventReader, rep: StackedHistogram, window_t: np.ndarray, window_us: int, path: Path,
-                     codec: str = "lz4") -> int:
+def write_histograms(
+    reader: EventReader, rep: StackedHistogram, window_t: np.ndarray, window_us: int, path: Path, codec: str = "lz4"
+) -> int:
     """Compute and write one histogram per window into ``path`` (dataset ``data``, one blosc chunk per window)."""
     n = len(window_t)
     with open_h5(path, "w") as f:
-        data = f.create_dataset("data", shape=(n, *rep.shape), dtype=np.uint8, chunks=(1, *rep.shape),
-                                maxshape=(None, *rep.shape), **dict(blosc(codec)))
+        data = f.create_dataset(
+            "data",
+            shape=(n, *rep.shape),
+            dtype=np.uint8,
+            chunks=(1, *rep.shape),
+            maxshape=(None, *rep.shape),
+            **dict(blosc(codec)),
+        )
         events = 0
         for i, (x, y, p, t) in enumerate(reader.iter_windows(window_t, window_us)):
-            data.write_direct(rep(x, y, p, t)[None], dest_sel=np.s_[i:i + 1])
+            data.write_direct(rep(x, y, p, t)[None], dest_sel=np.s_[i : i + 1])
             events += len(t)
     return events
 
@@ -124,8 +142,15 @@ def save_motion(boxes_path: Path, labels: np.ndarray, out: Path) -> None:
     save_npy_atomic(out, align_motion(labels, motion))
 
 
-def prepare_sequence(name: str, split: str, events_path: Path, boxes_path: Path, out_dir: Path,
-                     cfg: PrepareConfig, overwrite: bool = False) -> SequenceResult:
+def prepare_sequence(
+    name: str,
+    split: str,
+    events_path: Path,
+    boxes_path: Path,
+    out_dir: Path,
+    cfg: PrepareConfig,
+    overwrite: bool = False,
+) -> SequenceResult:
     """Prepare one recording into ``out_dir/split/name`` (atomically: built aside, then renamed)."""
     t_start = time.perf_counter()
     kind = cfg.dataset_kind()
@@ -137,7 +162,7 @@ def prepare_sequence(name: str, split: str, events_path: Path, boxes_path: Path,
     default_hw = (240, 304) if kind.name == "gen1" else (720, 1280)
     with EventReader(events_path, *default_hw) as reader:
         boxes = load_boxes(boxes_path)
-        boxes = filter_boxes(boxes, kind, reader.height, reader.width, train=split == "train")
+        boxes = apply_label_filters(boxes, kind, reader.height, reader.width, train=split == "train")
         if len(boxes) == 0:
             return SequenceResult(name, split, "no_labels", seconds=time.perf_counter() - t_start)
         frames = select_label_frames(boxes, kind, cfg.window_ms, source=str(boxes_path))
@@ -156,8 +181,17 @@ def prepare_sequence(name: str, split: str, events_path: Path, boxes_path: Path,
     if final.exists():
         shutil.rmtree(final)
     os.replace(work, final)
-    return SequenceResult(name, split, "done", len(frames.window_t), len(frames.frame_t), n_events,
-                          repairs.out_of_frame, repairs.decreasing_t, time.perf_counter() - t_start)
+    return SequenceResult(
+        name,
+        split,
+        "done",
+        len(frames.window_t),
+        len(frames.frame_t),
+        n_events,
+        repairs.out_of_frame,
+        repairs.decreasing_t,
+        time.perf_counter() - t_start,
+    )
 
 
 def check_recording(events_path: Path, boxes_path: Path, cfg: PrepareConfig) -> BoxCounts:
@@ -168,8 +202,10 @@ def check_recording(events_path: Path, boxes_path: Path, cfg: PrepareConfig) -> 
     with EventReader(events_path, *SENSOR_SIZES[kind.name]) as reader:
         span = reader.time_bounds()
         if span is None:
-            raise EventDataError(f"{events_path}: the recording holds no events; re-copy or re-record it, or move it "
-                                 "and its box file out of the folder")
+            raise EventDataError(
+                f"{events_path}: the recording holds no events; re-copy or re-record it, or move it "
+                "and its box file out of the folder"
+            )
         boxes = load_boxes(boxes_path)
         return check_boxes(boxes, kind, reader.height, reader.width, span, str(boxes_path), cfg.window_ms * 1000)
 
@@ -187,8 +223,15 @@ def _prepare_job(args) -> SequenceResult:
         return SequenceResult(name, split, "failed", error=str(e))
 
 
-def prepare_dataset(raw_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig | None = None, workers: int = 1,
-                    splits=SPLITS, overwrite: bool = False, progress: bool = True) -> list[SequenceResult]:
+def prepare_dataset(
+    raw_dir: str | Path,
+    out_dir: str | Path,
+    cfg: PrepareConfig | None = None,
+    workers: int = 1,
+    splits=SPLITS,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[SequenceResult]:
     """Prepare every recording of ``raw_dir/{train,val,test}`` into ``out_dir``, in parallel over recordings.
 
     Finished sequences are skipped (resume); ``overwrite=True`` rebuilds them.
@@ -201,9 +244,13 @@ def prepare_dataset(raw_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig
     jobs = []
     for split in splits:
         if (raw_dir / split).is_dir():
-            jobs += [(name, split, ev, bb, out_dir, cfg, overwrite) for name, ev, bb in find_recordings(raw_dir / split)]
+            jobs += [
+                (name, split, ev, bb, out_dir, cfg, overwrite) for name, ev, bb in find_recordings(raw_dir / split)
+            ]
     if not jobs:
-        raise EventDataError(f"{raw_dir}: no recordings found (expected {'/'.join(splits)}/<name>_bbox.npy with <name>_td.h5)")
+        raise EventDataError(
+            f"{raw_dir}: no recordings found (expected {'/'.join(splits)}/<name>_bbox.npy with <name>_td.h5)"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = _progress(len(jobs), progress)
     results = []
@@ -243,21 +290,27 @@ def _progress(total: int, enabled: bool):
 
 def summarize(results: list[SequenceResult]) -> str:
     done = [r for r in results if r.status == "done"]
-    lines = [f"{len(done)} prepared, {sum(r.status == 'skipped' for r in results)} already done, "
-             f"{sum(r.status == 'no_labels' for r in results)} without labels after filtering, "
-             f"{sum(r.status == 'failed' for r in results)} failed"]
+    lines = [
+        f"{len(done)} prepared, {sum(r.status == 'skipped' for r in results)} already done, "
+        f"{sum(r.status == 'no_labels' for r in results)} without labels after filtering, "
+        f"{sum(r.status == 'failed' for r in results)} failed"
+    ]
     if done:
         ev, sec = sum(r.events for r in done), sum(r.seconds for r in done)
-        lines.append(f"{sum(r.windows for r in done)} windows, {sum(r.frames for r in done)} label frames, "
-                     f"{ev / max(sec, 1e-9) / 1e6:.1f} M events/s per worker")
+        lines.append(
+            f"{sum(r.windows for r in done)} windows, {sum(r.frames for r in done)} label frames, "
+            f"{ev / max(sec, 1e-9) / 1e6:.1f} M events/s per worker"
+        )
     oof, dec = sum(r.out_of_frame for r in results), sum(r.decreasing_t for r in results)
     if oof or dec:
         lines.append(f"repaired: {oof} out-of-frame events dropped, {dec} decreasing timestamps raised")
     box = {k: sum(getattr(r.boxes, k) for r in results) for k in ("nonpositive", "outside", "clipped", "outside_time")}
     if any(box.values()):
-        lines.append(f"boxes (as RVT's filters do): {box['nonpositive']} with zero or negative size dropped, "
-                     f"{box['outside']} outside the frame dropped, {box['clipped']} partly outside cropped, "
-                     f"{box['outside_time']} with no events in their window kept")
+        lines.append(
+            f"boxes (as RVT's filters do): {box['nonpositive']} with zero or negative size dropped, "
+            f"{box['outside']} outside the frame dropped, {box['clipped']} partly outside cropped, "
+            f"{box['outside_time']} with no events in their window kept"
+        )
     return "\n".join(lines)
 
 
@@ -270,11 +323,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nbins", type=int, default=10, help="time bins per polarity (default 10)")
     parser.add_argument("--cutoff", type=int, default=10, help="count saturation (default 10)")
     ds = parser.add_mutually_exclusive_group()
-    ds.add_argument("--downsample", dest="downsample", action="store_true", default=None, help="halve the resolution")
-    ds.add_argument("--no-downsample", dest="downsample", action="store_false", help="keep full resolution")
+    ds.add_argument(
+        "--downsample",
+        dest="downsample",
+        action="store_const",
+        const=2,
+        default=None,
+        help="halve the resolution (factor 2; default for gen4 and etram)",
+    )
+    ds.add_argument("--no-downsample", dest="downsample", action="store_const", const=1, help="keep full resolution")
     parser.add_argument("--class-map", choices=["etram8to3"], default=None, help="remap class ids before filtering")
-    parser.add_argument("--codec", choices=["lz4", "zstd"], default="lz4",
-                        help="blosc codec: lz4 (fast, default) or zstd (RVT's, ~half the size)")
+    parser.add_argument(
+        "--codec",
+        choices=["lz4", "zstd"],
+        default="lz4",
+        help="blosc codec: lz4 (fast, default) or zstd (RVT's, ~half the size)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="parallel recordings (default 1)")
     parser.add_argument("--splits", nargs="+", default=list(SPLITS))
     parser.add_argument("--overwrite", action="store_true", help="rebuild sequences that are already prepared")
@@ -282,8 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = PrepareConfig(args.kind, args.window_ms, args.nbins, args.cutoff, args.downsample, args.class_map, args.codec)
     try:
         # the bar only on a terminal: logged stderr holds nothing but the one-line errors
-        results = prepare_dataset(args.raw_dir, args.out_dir, cfg, args.workers, args.splits, args.overwrite,
-                                  progress=sys.stderr.isatty())
+        results = prepare_dataset(
+            args.raw_dir, args.out_dir, cfg, args.workers, args.splits, args.overwrite, progress=sys.stderr.isatty()
+        )
     except EventDataError as e:
         print(f"prepare: error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import EventDataError, check_h5_filters, h5_read_error, open_h5
+from yolo_etram.utils.errors import EventDataError, one_line
+
+from .io import check_h5_filters, h5_read_error, open_h5
 
 REPR_ROOT = "event_representations_v2"
 
@@ -28,12 +30,15 @@ def find_representation_dir(seq_dir: Path, name: str | None = None) -> Path:
     if name:
         d = root / name
         if not d.is_dir():
-            raise EventDataError(f"{seq_dir}: no representation '{name}' (have {sorted(p.name for p in root.glob('*'))})")
+            raise EventDataError(
+                f"{seq_dir}: no representation '{name}' (have {sorted(p.name for p in root.glob('*'))})"
+            )
         return d
     dirs = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
     if len(dirs) != 1:
-        raise EventDataError(f"{seq_dir}: expected one folder in {REPR_ROOT}/, found {[p.name for p in dirs]}; "
-                             "name the representation")
+        raise EventDataError(
+            f"{seq_dir}: expected one folder in {REPR_ROOT}/, found {[p.name for p in dirs]}; name the representation"
+        )
     return dirs[0]
 
 
@@ -57,7 +62,9 @@ class PreparedSequence:
         self.repr_dir = find_representation_dir(self.dir, representation)
         files = sorted(self.repr_dir.glob("event_representations*.h5"))
         if len(files) != 1:
-            raise EventDataError(f"{self.repr_dir}: expected one event_representations*.h5, found {[f.name for f in files]}")
+            raise EventDataError(
+                f"{self.repr_dir}: expected one event_representations*.h5, found {[f.name for f in files]}"
+            )
         self.h5_path = files[0]
         self.downsample = 2 if self.h5_path.stem.endswith("_ds2_nearest") else 1
         try:
@@ -67,8 +74,9 @@ class PreparedSequence:
             with np.load(self.dir / "labels_v2" / "labels.npz") as z:
                 self.labels, self.frame_label_idx = z["labels"], z["objframe_idx_2_label_idx"]
         except Exception as e:  # numpy and zipfile raise nearly anything on a truncated or corrupt .npy/.npz
-            raise EventDataError(f"{self.dir}: incomplete prepared sequence ({' '.join(str(e).split())}); re-run "
-                                 "prepare for it") from e
+            raise EventDataError(
+                f"{self.dir}: incomplete prepared sequence ({one_line(e)}); re-run prepare for it"
+            ) from e
         self._check_indices()
         with open_h5(self.h5_path) as f:
             try:
@@ -77,14 +85,17 @@ class PreparedSequence:
                     raise EventDataError(f"{self.h5_path}: no dataset 'data'; re-run prepare for this sequence")
                 self.shape = data.shape  # (N, C, H, W)
                 if len(self.shape) != 4:
-                    raise EventDataError(f"{self.h5_path}: 'data' has shape {self.shape}, expected (N, C, H, W); "
-                                         "re-run prepare for this sequence")
+                    raise EventDataError(
+                        f"{self.h5_path}: 'data' has shape {self.shape}, expected (N, C, H, W); "
+                        "re-run prepare for this sequence"
+                    )
                 check_h5_filters(self.h5_path, "'data'", data)
             except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
                 if isinstance(e, EventDataError):
                     raise
-                raise EventDataError(f"{self.h5_path}: corrupt histogram file ({' '.join(str(e).split())}); re-run "
-                                     "prepare for this sequence") from e
+                raise EventDataError(
+                    f"{self.h5_path}: corrupt histogram file ({one_line(e)}); re-run prepare for this sequence"
+                ) from e
         if self.shape[0] != len(self.window_t):
             raise EventDataError(f"{self.h5_path}: {self.shape[0]} histograms but {len(self.window_t)} window times")
         self._h5 = None
@@ -97,15 +108,24 @@ class PreparedSequence:
         problem = None
         if missing:
             problem = f"labels lack field(s) {', '.join(missing)}"
-        elif any(a.ndim != 1 for a in (self.window_t, self.frame_repr_idx, self.frame_t, self.frame_label_idx, self.labels)):
+        elif any(
+            a.ndim != 1 for a in (self.window_t, self.frame_repr_idx, self.frame_t, self.frame_label_idx, self.labels)
+        ):
             problem = "index arrays are not 1-D"
         elif not (len(self.frame_t) == len(self.frame_repr_idx) == len(self.frame_label_idx)):
-            problem = (f"{len(self.frame_t)} label frames but {len(self.frame_repr_idx)} window indices and "
-                       f"{len(self.frame_label_idx)} label indices")
-        elif len(self.frame_repr_idx) and (self.frame_repr_idx.min() < 0 or self.frame_repr_idx.max() >= len(self.window_t)):
+            problem = (
+                f"{len(self.frame_t)} label frames but {len(self.frame_repr_idx)} window indices and "
+                f"{len(self.frame_label_idx)} label indices"
+            )
+        elif len(self.frame_repr_idx) and (
+            self.frame_repr_idx.min() < 0 or self.frame_repr_idx.max() >= len(self.window_t)
+        ):
             problem = f"label-frame window indices outside 0..{len(self.window_t) - 1}"
-        elif len(self.frame_label_idx) and (self.frame_label_idx.min() < 0 or self.frame_label_idx.max() > len(self.labels)
-                                            or np.any(np.diff(self.frame_label_idx) < 0)):
+        elif len(self.frame_label_idx) and (
+            self.frame_label_idx.min() < 0
+            or self.frame_label_idx.max() > len(self.labels)
+            or np.any(np.diff(self.frame_label_idx) < 0)
+        ):
             problem = f"label indices outside 0..{len(self.labels)} or decreasing"
         if problem:
             raise EventDataError(f"{self.dir}: inconsistent prepared sequence ({problem}); re-run prepare for it")
@@ -160,8 +180,10 @@ class PreparedSequence:
             return None
         motion = np.load(path)
         if motion.dtype != MOTION_DTYPE or len(motion) != len(self.labels):
-            raise EventDataError(f"{path}: expected {len(self.labels)} motion rows aligned with the labels, found "
-                                 f"{len(motion)} of dtype {motion.dtype}; re-run prepare")
+            raise EventDataError(
+                f"{path}: expected {len(self.labels)} motion rows aligned with the labels, found "
+                f"{len(motion)} of dtype {motion.dtype}; re-run prepare"
+            )
         return motion
 
     def window_labels(self, window: int) -> np.ndarray | None:

@@ -13,7 +13,7 @@ Downsampling by 2 reproduces RVT's ``F.interpolate(scale_factor=0.5, mode='neare
 
 Usage:
     >>> from yolo_etram.data.representation import StackedHistogram
-    >>> rep = StackedHistogram(height=720, width=1280, nbins=10, cutoff=10, downsample=True)
+    >>> rep = StackedHistogram(height=720, width=1280, nbins=10, cutoff=10, downsample=2)
     >>> hist = rep(x, y, p, t)  # uint8 (20, 360, 640)
 """
 
@@ -22,6 +22,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+DOWNSAMPLE_FACTORS = (1, 2)
+"""``downsample`` everywhere (data YAMLs, ``prepare``, prediction, checkpoints) is a factor: stored resolution = sensor
+resolution / factor; 2 is RVT's halving of 1280x720 sensors (``_ds2_nearest``)."""
+
+
+def check_downsample(value, source: str = "downsample") -> int:
+    """``value`` as a downsampling factor (1 or 2); a bool or any other value is a ``ValueError`` naming ``source``."""
+    if isinstance(value, bool) or value not in DOWNSAMPLE_FACTORS:
+        raise ValueError(
+            f"{source}: {value!r} is not a downsampling factor; use 1 (full resolution) or 2 (RVT's "
+            "halving of 1280x720 sensors)"
+        )
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -32,25 +46,28 @@ class StackedHistogram:
         height, width: sensor size in pixels (before downsampling).
         nbins: time bins per polarity.
         cutoff: counts saturate at this value (at most 255).
-        downsample: keep every second pixel, as RVT does for 1280x720 sensors (``_ds2_nearest``).
+        downsample: 1, or 2 to keep every second pixel as RVT does for 1280x720 sensors (``_ds2_nearest``).
     """
 
     height: int
     width: int
     nbins: int = 10
     cutoff: int = 10
-    downsample: bool = False
+    downsample: int = 1
 
     def __post_init__(self):
         if self.nbins < 1 or self.height < 1 or self.width < 1:
-            raise ValueError(f"StackedHistogram needs nbins, height, width >= 1 (got {self.nbins}, {self.height}, {self.width})")
+            raise ValueError(
+                f"StackedHistogram needs nbins, height, width >= 1 (got {self.nbins}, {self.height}, {self.width})"
+            )
+        check_downsample(self.downsample, "StackedHistogram downsample")
         if not 1 <= self.cutoff <= 255:
             raise ValueError(f"StackedHistogram cutoff must be in 1..255 (got {self.cutoff})")
 
     @property
     def out_hw(self) -> tuple[int, int]:
         """Stored height and width: RVT's ``nearest-exact`` halving gives ``floor(H/2), floor(W/2)``."""
-        return (self.height // 2, self.width // 2) if self.downsample else (self.height, self.width)
+        return (self.height // 2, self.width // 2) if self.downsample == 2 else (self.height, self.width)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -79,7 +96,7 @@ class StackedHistogram:
             return out
         t0, t1 = int(t[0]), int(t[-1])  # bins span all events of the window, also those the downsample drops
         x, y, p = np.asarray(x), np.asarray(y), np.asarray(p)
-        if self.downsample:
+        if self.downsample == 2:
             h, w = self.out_hw
             keep = (x & y & 1).astype(bool)  # odd x and odd y
             x, y, p, t = x[keep] >> 1, y[keep] >> 1, p[keep], t[keep]
@@ -101,11 +118,23 @@ class StackedHistogram:
         return out
 
 
+REPRESENTATION_DIR = "stacked_histogram_dt={window_ms}_nbins={nbins}"
+"""RVT's folder name (under ``event_representations_v2/``) of a duration-windowed stacked histogram."""
+
+
 def representation_dir_name(nbins: int = 10, window_ms: int = 50) -> str:
     """RVT's folder name for a duration-windowed stacked histogram, e.g. ``stacked_histogram_dt=50_nbins=10``."""
-    return f"stacked_histogram_dt={window_ms}_nbins={nbins}"
+    return REPRESENTATION_DIR.format(window_ms=window_ms, nbins=nbins)
 
 
-def representation_file_name(downsample: bool) -> str:
+def parse_representation_dir(name: str | None) -> tuple[int, int] | None:
+    """``(window_ms, nbins)`` of a folder named by :func:`representation_dir_name`; None for any other name."""
+    import re
+
+    m = re.fullmatch(REPRESENTATION_DIR.format(window_ms=r"(\d+)", nbins=r"(\d+)"), name or "")
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def representation_file_name(downsample: int = 1) -> str:
     """RVT's file name: ``event_representations_ds2_nearest.h5`` when downsampled by 2."""
-    return f"event_representations{'_ds2_nearest' if downsample else ''}.h5"
+    return f"event_representations{'_ds2_nearest' if check_downsample(downsample) == 2 else ''}.h5"

@@ -29,12 +29,23 @@ Usage:
 from __future__ import annotations
 
 import heapq
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from enum import Enum
+from typing import NamedTuple
 
 import numpy as np
 from torch.utils.data import Sampler
 
 from .augment import AugConfig, AugParams, resolve_aug
+
+
+class Sampling(str, Enum):
+    """How training batches are drawn (the data YAML's ``sampling``); compares equal to its string value."""
+
+    STREAM = "stream"  # B slots walk whole sequences in order, state carried (RVT's streaming)
+    RANDOM = "random"  # random clips ending on a label, state reset per clip (RVT's random access)
+    MIXED = "mixed"  # RVT's mixed batches: stream slots first, then random ones
+
 
 PAD_CLIP = -1
 """Clip id of a fully padded empty clip (zeros, no labels, ``is_first=False``)."""
@@ -128,8 +139,17 @@ class StreamSampler(_EpochSampler):
         >>> keys = list(sampler)  # steps_per_epoch * 4 keys, slot 0..3 per step
     """
 
-    def __init__(self, dataset, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, augment: AugConfig | bool | None = False, drop_incomplete: bool = False):
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        augment: AugConfig | bool | None = False,
+        drop_incomplete: bool = False,
+    ):
         super().__init__(batch_size, seed, rank, world_size)
         self.ranges = np.asarray(dataset.stream_clip_ranges, dtype=np.int64)  # (n_seq, 2): [first clip, stop)
         self.clip_counts = self.ranges[:, 1] - self.ranges[:, 0]
@@ -174,7 +194,7 @@ class StreamSampler(_EpochSampler):
         columns = []
         for slot in self.sequences_of_rank(epoch):
             keys = [ClipKey(c, augs.get(s)) for s in slot for c in range(*self.ranges[s])]
-            columns.append((keys + [PAD_KEY] * self._steps)[:self._steps])
+            columns.append((keys + [PAD_KEY] * self._steps)[: self._steps])
         return [columns[b][t] for t in range(self._steps) for b in range(self.batch_size)]
 
 
@@ -193,8 +213,15 @@ class RandomClipSampler(_EpochSampler):
         >>> sampler = RandomClipSampler(ds, batch_size=8, seed=0, augment=True)
     """
 
-    def __init__(self, dataset, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 augment: AugConfig | bool | None = False):
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        augment: AugConfig | bool | None = False,
+    ):
         super().__init__(batch_size, seed, rank, world_size)
         self.n_clips = len(dataset.clips_random)
         if self.n_clips < self.world_size:
@@ -211,7 +238,7 @@ class RandomClipSampler(_EpochSampler):
         ids = []
         for cycle in range(-(-n // self.per_rank)):
             perm = np.random.default_rng([self.seed, epoch, 3, cycle]).permutation(self.n_clips)
-            ids.extend(perm[self.rank::self.world_size][:self.per_rank].tolist())
+            ids.extend(perm[self.rank :: self.world_size][: self.per_rank].tolist())
         ids = ids[:n]
         if self.augment is None:
             return [ClipKey(c, None, True) for c in ids]
@@ -237,9 +264,19 @@ class MixedSampler(_EpochSampler):
         (4, 4)
     """
 
-    def __init__(self, dataset, batch_size: int, random_fraction: float = 0.5, shuffle: bool = True, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, augment: bool = False,
-                 stream_augment: AugConfig | None = None, random_augment: AugConfig | None = None):
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        random_fraction: float = 0.5,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        augment: bool = False,
+        stream_augment: AugConfig | None = None,
+        random_augment: AugConfig | None = None,
+    ):
         super().__init__(batch_size, seed, rank, world_size)
         if not 0 <= random_fraction <= 1:
             raise ValueError(f"random_fraction must be in [0, 1], got {random_fraction}")
@@ -249,10 +286,14 @@ class MixedSampler(_EpochSampler):
         self.n_random, self.n_stream = n_random, batch_size - n_random
         stream_aug = stream_augment or (AugConfig.stream() if augment else None)
         random_aug = random_augment or (AugConfig.random() if augment else None)
-        self.stream = StreamSampler(dataset, self.n_stream, shuffle, seed, rank, world_size, stream_aug) \
-            if self.n_stream else None
-        self.random = RandomClipSampler(dataset, self.n_random, seed, rank, world_size, random_aug) \
-            if self.n_random else None
+        self.stream = (
+            StreamSampler(dataset, self.n_stream, shuffle, seed, rank, world_size, stream_aug)
+            if self.n_stream
+            else None
+        )
+        self.random = (
+            RandomClipSampler(dataset, self.n_random, seed, rank, world_size, random_aug) if self.n_random else None
+        )
 
     @property
     def steps_per_epoch(self) -> int:
@@ -262,4 +303,4 @@ class MixedSampler(_EpochSampler):
         steps, ns, nr = self.steps_per_epoch, self.n_stream, self.n_random
         stream = self.stream.keys(epoch) if self.stream else []
         random = self.random.draw(epoch, steps * nr) if self.random else []
-        return [k for t in range(steps) for k in stream[t * ns:(t + 1) * ns] + random[t * nr:(t + 1) * nr]]
+        return [k for t in range(steps) for k in stream[t * ns : (t + 1) * ns] + random[t * nr : (t + 1) * nr]]

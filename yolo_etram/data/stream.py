@@ -11,15 +11,17 @@ Usage:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from .io import RAW_SUFFIXES, EventDataError, EventReader
+from yolo_etram.utils.errors import EventDataError
+
+from .io import RAW_SUFFIXES, EventReader
 from .prepared import PreparedSequence, list_sequences
-from .representation import StackedHistogram
+from .representation import StackedHistogram, check_downsample
 
 EVENT_FILE_SUFFIXES = (".h5", ".hdf5", ".dat", ".npy")
 
@@ -33,6 +35,13 @@ class EventWindow:
     source: Path  # the recording or prepared sequence
     is_first: bool  # first window of its recording: the recurrent state must start fresh
     sensor_hw: tuple[int, int]  # full sensor resolution
+
+
+def window_ends(t_first: int, t_last: int, window_us: int) -> np.ndarray:
+    """End times of the windows of a recording whose events span ``t_first..t_last`` µs: every ``window_us`` from the
+    first multiple after the first event to the first one at or past the last event."""
+    first = (int(t_first) // window_us + 1) * window_us
+    return np.arange(first, int(t_last) + window_us, window_us, dtype=np.int64)
 
 
 def is_event_source(source) -> bool:
@@ -67,13 +76,23 @@ class EventWindowSource:
         height, width: sensor size for files that do not store it.
     """
 
-    def __init__(self, source, downsample: int = 1, nbins: int = 10, cutoff: int = 10, window_ms: int = 50,
-                 start_us: int | None = None, end_us: int | None = None, height: int | None = None,
-                 width: int | None = None):
+    def __init__(
+        self,
+        source,
+        downsample: int = 1,
+        nbins: int = 10,
+        cutoff: int = 10,
+        window_ms: int = 50,
+        start_us: int | None = None,
+        end_us: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+    ):
         self.paths = _expand(Path(source))
         if not self.paths:
             raise EventDataError(f"{source}: no event recordings or prepared sequences found")
-        self.downsample, self.nbins, self.cutoff, self.window_us = downsample, nbins, cutoff, window_ms * 1000
+        self.downsample = check_downsample(downsample, f"{source}: downsample")
+        self.nbins, self.cutoff, self.window_us = nbins, cutoff, window_ms * 1000
         self.start_us, self.end_us = start_us, end_us
         self.hw = (height, width)
 
@@ -96,11 +115,9 @@ class EventWindowSource:
         with EventReader(path, *self.hw) as reader:
             if len(reader) == 0:
                 return
-            step = self.window_us
-            first = (reader.t_start // step + 1) * step  # the first window end after the first event
-            t_ends = np.arange(first, reader.t_end + step, step, dtype=np.int64)
+            t_ends = window_ends(reader.t_start, reader.t_end, self.window_us)
             t_ends = t_ends[self._in_range(t_ends)]
-            rep = StackedHistogram(reader.height, reader.width, self.nbins, self.cutoff, self.downsample == 2)
+            rep = StackedHistogram(reader.height, reader.width, self.nbins, self.cutoff, self.downsample)
             for i, (t, ev) in enumerate(zip(t_ends, reader.iter_windows(t_ends, self.window_us))):
                 yield EventWindow(rep(*ev), int(t), i, len(t_ends), path, i == 0, (reader.height, reader.width))
 
@@ -110,7 +127,8 @@ class EventWindowSource:
         sensor = (seq.hw[0] * seq.downsample, seq.hw[1] * seq.downsample)
         try:
             for n, i in enumerate(idx):
-                yield EventWindow(seq.histograms(int(i), int(i) + 1)[0], int(seq.window_t[i]), n, len(idx), path,
-                                  n == 0, sensor)
+                yield EventWindow(
+                    seq.histograms(int(i), int(i) + 1)[0], int(seq.window_t[i]), n, len(idx), path, n == 0, sensor
+                )
         finally:
             seq.close()

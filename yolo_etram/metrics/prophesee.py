@@ -2,7 +2,8 @@
 
 The protocol (``RVT:utils/evaluation/prophesee/{evaluation.py,io/box_filtering.py,metrics/coco_eval.py}``):
 
-1. :func:`filter_boxes` drops, from ground truth and predictions alike, every box at ``t <= 0.5 s`` and every box with
+1. :func:`filter_eval_boxes` drops, from ground truth and predictions alike, every box at ``t <= 0.5 s`` and every box
+   with
    a diagonal under ``min_box_diag`` or a side under ``min_box_side`` (30 and 10 half-resolution pixels for gen4/eTraM).
 2. :func:`match_times` turns each labeled timestamp that keeps at least one ground-truth box into one COCO image, with
    the detections that lie within ``time_tol_us`` of it (a detection near two labeled times lands in both images).
@@ -19,23 +20,26 @@ Usage:
 
 from __future__ import annotations
 
-import contextlib
-import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from yolo_etram.data.io import BBOX_DTYPE, EVAL_BBOX_DTYPE, save_npy_atomic
+from yolo_etram.data.io import BBOX_DTYPE
+from yolo_etram.utils.files import save_npy_atomic
+
+from .coco import BACKENDS, STAT_KEYS, CocoBackend, average_precision, coco_datasets, pr_curves, summary
+from .plots import plot_pr_curves
 
 __all__ = [
     "BACKENDS",
     "as_eval_boxes",
-    "RVT_KEYS",
+    "AP_KEYS",
     "PropheseeEvaluator",
     "evaluate_folder",
-    "filter_boxes",
+    "filter_eval_boxes",
     "filter_mask",
     "match_times",
     "plot_pr_curves",
@@ -45,10 +49,19 @@ __all__ = [
     "EVAL_BBOX_DTYPE",
 ]
 
-BACKENDS = ("faster_coco_eval", "pycocotools")
-RVT_KEYS = ("AP", "AP_50", "AP_75", "AP_S", "AP_M", "AP_L")
+EVAL_BBOX_DTYPE = np.dtype(
+    {
+        "names": ["t", "x", "y", "w", "h", "class_id", "track_id", "class_confidence"],
+        "formats": ["<i8", "<f4", "<f4", "<f4", "<f4", "<u4", "<u4", "<f4"],
+        "offsets": [0, 8, 12, 16, 20, 24, 28, 32],
+        "itemsize": 40,
+    }
+)
+"""RVT's evaluation dtype (``BBOX_DTYPE`` of its Prophesee evaluator): ``(x, y)`` top-left, evaluation-space pixels."""
+AP_KEYS = STAT_KEYS[:6]
 """The keys RVT returns and logs as ``val/AP`` and so on: ``COCOeval.stats[0:6]``."""
-_STAT_KEYS = (*RVT_KEYS, "AR_1", "AR_10", "AR_100")
+PROPHESEE_COLUMNS = tuple(f"prophesee/{k}" for k in (*AP_KEYS, "AP_all"))
+"""The validator's Prophesee metrics as Ultralytics results columns (``results.csv``, fitness)."""
 _REQUIRED_FIELDS = ("t", "x", "y", "w", "h", "class_id")
 _LEGACY_FIELDS = {"ts": "t", "confidence": "class_confidence"}  # old Prophesee/iMerit names (RVT's reformat_boxes)
 
@@ -76,15 +89,13 @@ def as_eval_boxes(boxes: np.ndarray | None) -> np.ndarray:
         raise ValueError(f"box array lacks fields {missing}; it has {list(names)}")
     boxes = boxes.reshape(-1)
     out = np.zeros(len(boxes), EVAL_BBOX_DTYPE)
-    for field in EVAL_BBOX_DTYPE.names:
-        if field in renamed:
-            out[field] = boxes[renamed[field]]
+    for name in EVAL_BBOX_DTYPE.names:
+        if name in renamed:
+            out[name] = boxes[renamed[name]]
     return out
 
 
-def to_eval_boxes(
-    xyxy: np.ndarray, scores: np.ndarray | None, classes: np.ndarray, t: int | np.ndarray
-) -> np.ndarray:
+def to_eval_boxes(xyxy: np.ndarray, scores: np.ndarray | None, classes: np.ndarray, t: int | np.ndarray) -> np.ndarray:
     """Build an ``EVAL_BBOX_DTYPE`` array from ``(N, 4)`` corner boxes, as RVT's ``to_prophesee`` does.
 
     Width and height are computed in float32 (``x2 - x1``), like RVT does on its float32 predictions, so that boxes
@@ -116,7 +127,7 @@ def filter_mask(
     return (t > skip_ts_us) & (w * w + h * h >= np.float32(min_box_diag**2)) & (w >= min_box_side) & (h >= min_box_side)
 
 
-def filter_boxes(
+def filter_eval_boxes(
     boxes: np.ndarray, skip_ts_us: int = 500_000, min_box_diag: float = 30, min_box_side: float = 10
 ) -> np.ndarray:
     """The boxes the Prophesee protocol keeps, in their original order; see :func:`filter_mask`.
@@ -164,7 +175,8 @@ def _iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     bx0, by0 = b["x"][None].astype(np.float64), b["y"][None].astype(np.float64)
     bx1, by1 = bx0 + b["w"][None], by0 + b["h"][None]
     inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * np.clip(
-        np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
+        np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None
+    )
     union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
@@ -199,186 +211,6 @@ def _sorted_by_time(boxes: np.ndarray) -> np.ndarray:
     if len(t) > 1 and np.any(t[1:] < t[:-1]):
         return boxes[np.argsort(t, kind="stable")]
     return boxes
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# COCO backends
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _CocoEval:
-    """What one COCOeval run leaves behind: ``precision`` (T, R, K, A, M), ``recall`` (T, K, A, M), ``scores`` like
-    ``precision``, and the parameters that index them."""
-
-    precision: np.ndarray
-    recall: np.ndarray
-    scores: np.ndarray
-    iou_thresholds: np.ndarray
-    recall_thresholds: np.ndarray
-    area_labels: list[str]
-    max_dets: list[int]
-    cat_ids: list[int]
-
-
-def _coco_datasets(
-    classes: Sequence[str],
-    height: int,
-    width: int,
-    n_images: int,
-    gt: np.ndarray,
-    gt_image: np.ndarray,
-    pred: np.ndarray,
-    pred_image: np.ndarray,
-) -> tuple[dict, dict]:
-    """Ground-truth and detection COCO datasets, as RVT's ``_to_coco_format`` + ``loadRes`` make them.
-
-    Image ids are 1-based frame numbers; annotation ids are 1-based and in frame order; areas are ``w * h`` in float32
-    for both sides (RVT's ``float(w * h)`` for ground truth and ``loadRes``'s product of the float32 bbox entries for
-    detections). Detections are built directly instead of through ``loadRes`` so that no polygon is made for each box.
-    """
-    categories = [{"id": i + 1, "name": name, "supercategory": "none"} for i, name in enumerate(classes)]
-    images = [{"id": i, "height": height, "width": width} for i in range(1, n_images + 1)]
-
-    def annotations(boxes: np.ndarray, image: np.ndarray, with_score: bool) -> list[dict]:
-        xywh = np.stack([boxes["x"], boxes["y"], boxes["w"], boxes["h"]], axis=1).astype(np.float32)
-        columns = [
-            range(1, len(boxes) + 1),
-            (image + 1).tolist(),
-            (boxes["class_id"].astype(np.int64) + 1).tolist(),
-            xywh.tolist(),
-            (xywh[:, 2] * xywh[:, 3]).tolist(),
-        ]
-        if with_score:
-            columns.append(boxes["class_confidence"].astype(np.float32).tolist())
-            return [
-                {"id": i, "image_id": im, "category_id": c, "bbox": b, "area": a, "iscrowd": 0, "score": s}
-                for i, im, c, b, a, s in zip(*columns)
-            ]
-        return [
-            {"id": i, "image_id": im, "category_id": c, "bbox": b, "area": a, "iscrowd": 0}
-            for i, im, c, b, a in zip(*columns)
-        ]
-
-    gt_dataset = {"images": images, "annotations": annotations(gt, gt_image, False), "categories": categories}
-    pred_dataset = {"images": images, "annotations": annotations(pred, pred_image, True), "categories": categories}
-    return gt_dataset, pred_dataset
-
-
-class _Backend:
-    """One pair of COCO objects (ground truth, detections) and a way to run COCOeval on them."""
-
-    def __init__(self, name: str, gt_dataset: dict, pred_dataset: dict):
-        if name not in BACKENDS:
-            raise ValueError(f"unknown COCO backend {name!r}; choose one of {BACKENDS}")
-        self.name = name
-        if name == "faster_coco_eval":
-            from faster_coco_eval import COCO
-
-            self.coco_gt = COCO(gt_dataset, print_function=_silent)
-            self.coco_pred = COCO(pred_dataset, print_function=_silent)
-        else:
-            from pycocotools.coco import COCO
-
-            self.coco_gt, self.coco_pred = COCO(), COCO()
-            self.coco_gt.dataset, self.coco_pred.dataset = gt_dataset, pred_dataset
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress on stdout
-                self.coco_gt.createIndex()
-                self.coco_pred.createIndex()
-        self.n_images = len(gt_dataset["images"])
-
-    def run(self, use_cats: bool) -> _CocoEval:
-        """``COCOeval(gt, dt, 'bbox')`` with default parameters, all images, all categories; ``useCats`` as given."""
-        if self.name == "faster_coco_eval":
-            from faster_coco_eval import COCOeval_faster
-
-            coco_eval = COCOeval_faster(self.coco_gt, self.coco_pred, iouType="bbox", print_function=_silent)
-        else:
-            from pycocotools.cocoeval import COCOeval
-
-            coco_eval = COCOeval(self.coco_gt, self.coco_pred, "bbox")
-        p = coco_eval.params
-        p.imgIds = list(range(1, self.n_images + 1))
-        p.catIds = sorted(self.coco_gt.getCatIds())
-        p.useCats = int(use_cats)
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_eval.evaluate()
-            coco_eval.accumulate()
-        e, p = coco_eval.eval, coco_eval.params
-        return _CocoEval(
-            precision=np.asarray(e["precision"], dtype=np.float64),
-            recall=np.asarray(e["recall"], dtype=np.float64),
-            scores=np.asarray(e["scores"], dtype=np.float64),
-            iou_thresholds=np.asarray(p.iouThrs),
-            recall_thresholds=np.asarray(p.recThrs),
-            area_labels=list(p.areaRngLbl),
-            max_dets=list(p.maxDets),
-            cat_ids=list(p.catIds) if p.useCats else [-1],
-        )
-
-
-def _silent(*args: Any, **kwargs: Any) -> None:
-    """A print function that prints nothing (faster-coco-eval takes one)."""
-
-
-def _mean_valid(s: np.ndarray) -> float:
-    """pycocotools' ``_summarize`` reduction: mean over the entries > -1, or -1 when there are none."""
-    valid = s[s > -1]
-    return float(np.mean(valid)) if len(valid) else -1.0
-
-
-def _average_precision(
-    e: _CocoEval,
-    cat_index: Sequence[int] | None = None,
-    iou: float | None = None,
-    area: str = "all",
-    max_dets: int = 100,
-) -> float:
-    """AP as pycocotools' ``summarize`` computes it, optionally restricted to some category indices.
-
-    Restricting to ``cat_index`` gives bit for bit what a run with ``params.catIds`` set to those categories gives
-    (categories are evaluated independently when ``useCats=1``, and the slice keeps pycocotools' element order).
-    """
-    s = e.precision if cat_index is None else e.precision[:, :, list(cat_index)]
-    if iou is not None:
-        s = s[np.where(iou == e.iou_thresholds)[0]]
-    aind = [i for i, label in enumerate(e.area_labels) if label == area]
-    mind = [i for i, m in enumerate(e.max_dets) if m == max_dets]
-    return _mean_valid(s[:, :, :, aind, mind])
-
-
-def _average_recall(e: _CocoEval, area: str = "all", max_dets: int = 100) -> float:
-    """AR as pycocotools' ``summarize`` computes it."""
-    aind = [i for i, label in enumerate(e.area_labels) if label == area]
-    mind = [i for i, m in enumerate(e.max_dets) if m == max_dets]
-    return _mean_valid(e.recall[:, :, aind, mind])
-
-
-def _summary(e: _CocoEval) -> dict[str, float]:
-    """``COCOeval.stats[0:9]`` under our key names (pycocotools' ``_summarizeDets`` formulas)."""
-    m_lo, m_mid, m_hi = e.max_dets
-    return {
-        "AP": _average_precision(e, max_dets=m_hi),
-        "AP_50": _average_precision(e, iou=0.5, max_dets=m_hi),
-        "AP_75": _average_precision(e, iou=0.75, max_dets=m_hi),
-        "AP_S": _average_precision(e, area="small", max_dets=m_hi),
-        "AP_M": _average_precision(e, area="medium", max_dets=m_hi),
-        "AP_L": _average_precision(e, area="large", max_dets=m_hi),
-        "AR_1": _average_recall(e, max_dets=m_lo),
-        "AR_10": _average_recall(e, max_dets=m_mid),
-        "AR_100": _average_recall(e, max_dets=m_hi),
-    }
-
-
-def _pr_curves(e: _CocoEval) -> dict[str, np.ndarray]:
-    """Precision and score at each recall threshold, area 'all', the largest maxDets: (T, R, K) arrays."""
-    a = e.area_labels.index("all")
-    return {
-        "iou_thresholds": e.iou_thresholds,
-        "recall": e.recall_thresholds,
-        "precision": e.precision[:, :, :, a, -1],
-        "scores": e.scores[:, :, :, a, -1],
-    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -461,8 +293,9 @@ class PropheseeEvaluator:
         """Forget all added sequences."""
         self.entries.clear()
 
-    def add_sequence(self, name: str, gt: np.ndarray | None, pred: np.ndarray | None,
-                     gt_subsets: dict[str, np.ndarray] | None = None) -> None:
+    def add_sequence(
+        self, name: str, gt: np.ndarray | None, pred: np.ndarray | None, gt_subsets: dict[str, np.ndarray] | None = None
+    ) -> None:
         """Add one recording's ground truth and predictions (``EVAL_BBOX_DTYPE``, ``BBOX_DTYPE`` or same-named fields;
         time-sorted or not), in evaluation-space pixels, with the score in ``class_confidence``.
 
@@ -486,7 +319,7 @@ class PropheseeEvaluator:
         order = np.argsort(gt["t"][keep], kind="stable")  # what _sorted_by_time does, applied to the masks too
         subsets = {k: v[keep][order] for k, v in subsets.items()}
         gt = _sorted_by_time(gt[keep])
-        pred = _sorted_by_time(filter_boxes(pred, self.skip_ts_us, self.min_box_diag, self.min_box_side))
+        pred = _sorted_by_time(filter_eval_boxes(pred, self.skip_ts_us, self.min_box_diag, self.min_box_side))
         frame_ts, gt_image, pred_index, pred_image = match_times(gt["t"], pred["t"], self.time_tol_us)
         self.entries.append(
             _Entry(
@@ -562,17 +395,17 @@ class PropheseeEvaluator:
                 raise ValueError(f"group {name!r} must list class indices in [0, {len(self.classes)}), got {members}")
 
         n_images, gt, gt_image, pred, pred_image = self._gather()
-        result: dict[str, Any] = dict.fromkeys(_STAT_KEYS, 0.0)
+        result: dict[str, Any] = dict.fromkeys(STAT_KEYS, 0.0)
         if class_agnostic:
             result["AP_all"] = 0.0
-            result["agnostic"] = dict.fromkeys(_STAT_KEYS, 0.0)
+            result["agnostic"] = dict.fromkeys(STAT_KEYS, 0.0)
         if per_class:
             result["per_class"] = dict.fromkeys(self.classes, 0.0)
         if groups:
             result["groups"] = dict.fromkeys(groups, 0.0)
         subset_names = self._subset_names() if subsets else []
         if subset_names:
-            result["subsets"] = {k: {**dict.fromkeys(_STAT_KEYS, 0.0), "AP_all": 0.0, "n_gt": 0} for k in subset_names}
+            result["subsets"] = {k: {**dict.fromkeys(STAT_KEYS, 0.0), "AP_all": 0.0, "n_gt": 0} for k in subset_names}
         result.update(self.counts())
 
         if len(pred) == 0:  # RVT: "no detections for evaluation found", all metrics 0
@@ -580,33 +413,47 @@ class PropheseeEvaluator:
                 result["curves"] = self._empty_curves(class_agnostic)
             return result
 
-        gt_dataset, pred_dataset = _coco_datasets(
+        gt_dataset, pred_dataset = coco_datasets(
             self.classes, self.height, self.width, n_images, gt, gt_image, pred, pred_image
         )
-        backend = _Backend(self.backend, gt_dataset, pred_dataset)
+        backend = CocoBackend(self.backend, gt_dataset, pred_dataset)
         aware = backend.run(use_cats=True)
-        result.update(_summary(aware))
+        result.update(summary(aware))
         if per_class:
             result["per_class"] = {
-                name: _nan_if_missing(_average_precision(aware, cat_index=[k])) for k, name in enumerate(self.classes)
+                name: _nan_if_missing(average_precision(aware, cat_index=[k])) for k, name in enumerate(self.classes)
             }
         if groups:
-            result["groups"] = {name: _average_precision(aware, cat_index=sorted(m)) for name, m in groups.items()}
+            result["groups"] = {name: average_precision(aware, cat_index=sorted(m)) for name, m in groups.items()}
         if class_agnostic:
             agnostic = backend.run(use_cats=False)
-            result["agnostic"] = _summary(agnostic)
+            result["agnostic"] = summary(agnostic)
             result["AP_all"] = result["agnostic"]["AP"]
         for name in subset_names:
             member = np.concatenate([e.gt_subsets[name] for e in self.entries])
             keep = ~detections_of(gt[~member], gt_image[~member], pred, pred_image)
-            sub = _Backend(self.backend, *_coco_datasets(self.classes, self.height, self.width, n_images, gt[member],
-                                                         gt_image[member], pred[keep], pred_image[keep]))
-            result["subsets"][name] = {**_summary(sub.run(use_cats=True)), "AP_all": _summary(sub.run(False))["AP"],
-                                       "n_gt": int(member.sum())}
+            sub = CocoBackend(
+                self.backend,
+                *coco_datasets(
+                    self.classes,
+                    self.height,
+                    self.width,
+                    n_images,
+                    gt[member],
+                    gt_image[member],
+                    pred[keep],
+                    pred_image[keep],
+                ),
+            )
+            result["subsets"][name] = {
+                **summary(sub.run(use_cats=True)),
+                "AP_all": summary(sub.run(False))["AP"],
+                "n_gt": int(member.sum()),
+            }
         if curves:
-            result["curves"] = {"classes": list(self.classes), **_pr_curves(aware)}
+            result["curves"] = {"classes": list(self.classes), **pr_curves(aware)}
             if class_agnostic:
-                result["curves"]["precision_agnostic"] = _pr_curves(agnostic)["precision"][:, :, 0]
+                result["curves"]["precision_agnostic"] = pr_curves(agnostic)["precision"][:, :, 0]
         return result
 
     def _subset_names(self) -> list[str]:
@@ -704,40 +551,3 @@ def evaluate_folder(
     result["missing_predictions"] = [name for name in data if name not in pred_files]
     result["unused_prediction_files"] = [str(p) for name, p in pred_files.items() if name not in data]
     return result
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Plots
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def plot_pr_curves(result: dict[str, Any], path: str | Path, iou: float = 0.5) -> Path:
-    """Save a PNG of the precision-recall curve of each class, their mean and the class-agnostic curve at one IoU
-    threshold, from ``evaluate(curves=True)``. Uses matplotlib's Agg canvas (no display, no font download)."""
-    from matplotlib.figure import Figure
-
-    if "curves" not in result:
-        raise ValueError("result has no 'curves': call evaluate(curves=True)")
-    c = result["curves"]
-    t = int(np.argmin(np.abs(np.asarray(c["iou_thresholds"]) - iou)))
-    recall, precision = np.asarray(c["recall"]), np.asarray(c["precision"])[t]  # (R,), (R, K)
-
-    fig = Figure(figsize=(9, 6), tight_layout=True)
-    ax = fig.subplots()
-    with_gt = [k for k in range(precision.shape[1]) if np.all(precision[:, k] > -1)]
-    for k in with_gt:
-        ax.plot(recall, precision[:, k], linewidth=1, label=f"{c['classes'][k]} {precision[:, k].mean():.3f}")
-    if with_gt:
-        mean = precision[:, with_gt].mean(axis=1)
-        ax.plot(recall, mean, linewidth=3, color="blue", label=f"mean of classes {mean.mean():.3f}")
-    if "precision_agnostic" in c:
-        agnostic = np.asarray(c["precision_agnostic"])[t]
-        if np.all(agnostic > -1):
-            ax.plot(recall, agnostic, "--", linewidth=2, color="black", label=f"class-agnostic {agnostic.mean():.3f}")
-    ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.01))
-    ax.set_title(f"Precision-recall at IoU {iou:.2f} (legend: AP at this IoU, COCO 101-point)")
-    ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    return path

@@ -28,17 +28,3 @@ def find_cfg(name: str | Path, kind: str | None = None) -> Path | None:
         if q.is_file():
             return q
     return None
-
-
-def is_plugin_model_yaml(name: str | Path) -> bool:
-    """True if ``name`` is (or resolves to) a model YAML whose first layer is one of our recurrent layers."""
-    p = find_cfg(name, "models")
-    if p is None or p.suffix not in (".yaml", ".yml"):
-        return False
-    import yaml
-
-    from yolo_etram.nn import PLUGIN_LAYER_NAMES
-
-    d = yaml.safe_load(p.read_text()) or {}
-    rows = (d.get("backbone") or []) + (d.get("head") or [])
-    return any(isinstance(r, list) and len(r) > 2 and r[2] in PLUGIN_LAYER_NAMES for r in rows)

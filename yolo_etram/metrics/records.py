@@ -7,7 +7,7 @@ as used, the command line, the code version (git commit), wall time and peak mem
 
 Usage:
     $ etram-yolo compare runs/detect/baseline runs/detect/size_aware runs/detect/4scale
-    >>> from yolo_etram.experiment import load_record, compare_table
+    >>> from yolo_etram.metrics.records import load_record, compare_table
     >>> print(compare_table([load_record("runs/detect/a"), load_record("runs/detect/b")]))
 """
 
@@ -22,12 +22,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from yolo_etram.errors import EventDataError
+from yolo_etram.utils.errors import EventDataError
+from yolo_etram.utils.serialize import jsonable
+
+from .prophesee import AP_KEYS
 
 RECORD = "experiment_results.json"
-HEADLINE = ("AP", "AP_50", "AP_75", "AP_S", "AP_M", "AP_L", "AP_all")
+HEADLINE = (*AP_KEYS, "AP_all")
 
 
 def code_version() -> dict:
@@ -41,12 +43,17 @@ def code_version() -> dict:
             return None
 
     out = {"yolo_etram": pkg("yolo-etram"), "ultralytics": pkg("ultralytics"), "torch": pkg("torch")}
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]  # the checkout holding yolo_etram/
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
         if commit.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=repo,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
             out.update(git_commit=commit.stdout.strip(), git_dirty=bool(dirty))
     except (OSError, subprocess.SubprocessError):
         pass
@@ -90,27 +97,6 @@ def peak_memory_mib() -> dict:
     return out
 
 
-def jsonable(x: Any) -> Any:
-    """Plain JSON types (numpy scalars and arrays, paths, namespaces); large arrays are left out."""
-    import numpy as np
-
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items() if not (isinstance(v, np.ndarray) and v.size >= 1000)}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else str(x)
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    if hasattr(x, "__dict__") and not callable(x):
-        return jsonable(vars(x))
-    return str(x)
-
-
 def metrics_record(prophesee: dict, ultralytics_metrics: dict | None = None) -> dict:
     """The metrics part of a record, from a validator's Prophesee result (``EventValidator.prophesee``)."""
     p = prophesee or {}
@@ -119,26 +105,31 @@ def metrics_record(prophesee: dict, ultralytics_metrics: dict | None = None) -> 
         "by_size": {k: p.get(k) for k in ("AP_S", "AP_M", "AP_L") if k in p},
         "per_class": p.get("per_class", {}),
         "groups": p.get("groups", {}),
-        "motion": {name: {k: v.get(k) for k in ("AP", "AP_50", "AP_all", "n_gt")}
-                   for name, v in (p.get("subsets") or {}).items()},
+        "motion": {
+            name: {k: v.get(k) for k in ("AP", "AP_50", "AP_all", "n_gt")}
+            for name, v in (p.get("subsets") or {}).items()
+        },
         "class_agnostic": p.get("agnostic", {}),
         "recall": {k: p.get(k) for k in ("AR_1", "AR_10", "AR_100") if k in p},
-        "counts": {k: p.get(k) for k in ("n_sequences", "n_images", "n_gt_after_filter", "n_pred_after_filter")
-                   if k in p},
+        "counts": {
+            k: p.get(k) for k in ("n_sequences", "n_images", "n_gt_after_filter", "n_pred_after_filter") if k in p
+        },
         "ultralytics": dict(ultralytics_metrics or {}),
     }
 
 
 def write_record(trainer) -> Path:
     """Write ``experiment_results.json`` for a finished ``EventTrainer`` run (atomically) and return its path."""
-    from yolo_etram.data.io import save_text_atomic
+    from yolo_etram.utils.files import save_text_atomic
 
     save_dir = Path(trainer.save_dir)
     validator = getattr(trainer, "validator", None)
     model = getattr(trainer, "model", None)
     from ultralytics.utils.torch_utils import unwrap_model
 
-    model_yaml = getattr(unwrap_model(model), "yaml", None) if model is not None and not isinstance(model, str) else None
+    model_yaml = (
+        getattr(unwrap_model(model), "yaml", None) if model is not None and not isinstance(model, str) else None
+    )
     record = {
         "run": str(save_dir),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

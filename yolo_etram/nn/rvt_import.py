@@ -5,7 +5,8 @@ stock-layer neck of the ``rvt-*-3scale.yaml`` models, whose YAML key ``rvt_pafpn
 RVT's ``BaseConv`` and Ultralytics' ``Conv`` share their inner names (``conv``, ``bn``), and RVT's ``CSPLayer``
 (``conv1, conv2, conv3, m.j.conv1, m.j.conv2``) is Ultralytics' ``C3`` (``cv1, cv2, cv3, m.j.cv1, m.j.cv2``). RVT's
 BatchNorms use PyTorch's eps 1e-5 (Ultralytics sets 1e-3), so imported neck BNs get RVT's eps. RVT's YOLOX head
-(``mdl.yolox_head.*``) loads into a last row of type :class:`~yolo_etram.yolox_head.YOLOXDetect` (``rvt-*-yolox.yaml``),
+(``mdl.yolox_head.*``) loads into a last row of type :class:`~yolo_etram.nn.yolox_head.YOLOXDetect`
+(``rvt-*-yolox.yaml``),
 whose module names are RVT's; a ``Detect`` head has no counterpart, and the head is reported as not loaded.
 
 :func:`import_rvt` (``etram-yolo import-rvt``) writes an imported model as an ordinary checkpoint of ours, which
@@ -27,7 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from recurrent import load_rvt_backbone, read_rvt_state_dict
+from recurrent import load_rvt_backbone, read_rvt_state_dict, strip_lightning_prefix
+from yolo_etram.nn.batchnorm import set_batchnorm
 
 _CSP_NAMES = ((r"\.conv1\.", ".cv1."), (r"\.conv2\.", ".cv2."), (r"\.conv3\.", ".cv3."))
 
@@ -55,10 +57,6 @@ class RVTImportReport:
         return s
 
 
-def _strip(sd: dict) -> dict:
-    return {k[4:] if k.startswith("mdl.") else k: v for k, v in sd.items()}
-
-
 def rvt_pafpn_state_dict(sd: dict, rows: dict[str, int]) -> dict[str, torch.Tensor]:
     """RVT ``fpn.*`` tensors renamed to ``model.<row>.*`` keys of our neck."""
     out = {}
@@ -78,44 +76,53 @@ def rvt_pafpn_state_dict(sd: dict, rows: dict[str, int]) -> dict[str, torch.Tens
 
 def rvt_head_state_dict(sd: dict, row: int) -> dict[str, torch.Tensor]:
     """RVT ``yolox_head.*`` tensors renamed to ``model.<row>.*`` keys of a ``YOLOXDetect`` (same inner names)."""
-    return {f"model.{row}.{k[len('yolox_head.'):]}": v for k, v in sd.items() if k.startswith("yolox_head.")}
+    return {f"model.{row}.{k[len('yolox_head.') :]}": v for k, v in sd.items() if k.startswith("yolox_head.")}
 
 
-def load_rvt_checkpoint(model: nn.Module, path_or_sd: str | Path | dict, allow_unsafe_pickle: bool = False) -> RVTImportReport:
+def load_rvt_checkpoint(
+    model: nn.Module, path_or_sd: str | Path | dict, allow_unsafe_pickle: bool = False
+) -> RVTImportReport:
     """Load an RVT checkpoint's backbone, PAFPN (where the YAML maps it) and YOLOX head (where the last row is a
-    ``YOLOXDetect``) into a ``RecurrentDetectionModel``.
+    ``YOLOXDetect``) into an ``EventDetectionModel``.
 
     Shapes are checked; weights that do not match (another size, another class count) raise ``RuntimeError``.
     """
     sd = read_rvt_state_dict(path_or_sd, allow_unsafe_pickle) if isinstance(path_or_sd, (str, Path)) else path_or_sd
-    sd = _strip(dict(sd))
+    sd = strip_lightning_prefix(sd)
     report = RVTImportReport()
-    report.backbone = len(load_rvt_backbone(model.model[0], {f"backbone.{k[9:]}": v for k, v in sd.items()
-                                                             if k.startswith("backbone.")}, strict=True).loaded)
+    report.backbone = len(
+        load_rvt_backbone(
+            model.model[0], {f"backbone.{k[9:]}": v for k, v in sd.items() if k.startswith("backbone.")}, strict=True
+        ).loaded
+    )
     rows = dict((getattr(model, "yaml", None) or {}).get("rvt_pafpn") or {})
     neck = rvt_pafpn_state_dict(sd, rows)
-    from yolo_etram.yolox_head import YOLOXDetect
+    from yolo_etram.nn.yolox_head import YOLOXDetect
 
     head_row = len(model.model) - 1 if isinstance(model.model[-1], YOLOXDetect) else None
     head = rvt_head_state_dict(sd, head_row) if head_row is not None else {}
     own = model.state_dict()
     for part, found in (("PAFPN", neck), ("YOLOX head", head)):
-        bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in found.items()
-               if k in own and v.shape != own[k].shape]
+        bad = [
+            (k, tuple(v.shape), tuple(own[k].shape)) for k, v in found.items() if k in own and v.shape != own[k].shape
+        ]
         if bad or any(k not in own for k in found):
-            hint = (" (another class count: build the model with the checkpoint's nc)"
-                    if any(".cls_preds." in k for k, *_ in bad) else "")
-            raise RuntimeError(f"RVT {part} weights do not fit this model{hint}: shape mismatches {bad[:4]}, "
-                               f"unknown keys {[k for k in found if k not in own][:4]}")
+            hint = (
+                " (another class count: build the model with the checkpoint's nc)"
+                if any(".cls_preds." in k for k, *_ in bad)
+                else ""
+            )
+            raise RuntimeError(
+                f"RVT {part} weights do not fit this model{hint}: shape mismatches {bad[:4]}, "
+                f"unknown keys {[k for k in found if k not in own][:4]}"
+            )
     model.load_state_dict({**neck, **head}, strict=False)
     report.neck, report.head = len(neck), len(head)
     used_rows = [*rows.values(), *([head_row] if head_row is not None else [])]
     prefixes = {f"model.{r}." for r in used_rows}
     report.missing = [k for k in own if any(k.startswith(p) for p in prefixes) and k not in neck and k not in head]
     for r in used_rows:
-        for m in model.model[r].modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.eps, m.momentum = 1e-5, 0.1  # RVT's (PyTorch default) BatchNorm settings
+        set_batchnorm(model.model[r])  # RVT's (PyTorch default) BatchNorm settings
     used = {f"fpn.{n}." for n in rows} | ({"yolox_head."} if head_row is not None else set())
     report.not_loaded = [k for k in sd if not k.startswith("backbone.") and not any(k.startswith(p) for p in used)]
     return report
@@ -138,11 +145,20 @@ class RVTImportError(RuntimeError):
     """An RVT checkpoint that cannot be imported as asked (a user error: the CLI prints one line)."""
 
 
-def import_rvt(checkpoint: str | Path, out: str | Path | None = None, model: str | Path | None = None,
-               nc: int | None = None, names: list[str] | None = None, preset: str = "etram",
-               downsample: int | None = None, nbins: int | None = None, window_ms: int = 50,
-               partition: tuple[int, int] | None = None, score: str | None = None,
-               allow_unsafe_pickle: bool = False) -> tuple[Path, RVTImportReport]:
+def import_rvt(
+    checkpoint: str | Path,
+    out: str | Path | None = None,
+    model: str | Path | None = None,
+    nc: int | None = None,
+    names: list[str] | None = None,
+    preset: str = "etram",
+    downsample: int | None = None,
+    nbins: int | None = None,
+    window_ms: int = 50,
+    partition: tuple[int, int] | None = None,
+    score: str | None = None,
+    allow_unsafe_pickle: bool = False,
+) -> tuple[Path, RVTImportReport]:
     """Import a whole RVT/eTraM Lightning checkpoint and save it as an ordinary checkpoint of ours.
 
     The model YAML defaults to ``rvt-{t,s,b}-yolox.yaml`` by the checkpoint's embed dim, ``nc`` to its head's class
@@ -157,18 +173,19 @@ def import_rvt(checkpoint: str | Path, out: str | Path | None = None, model: str
     """
     from datetime import datetime
 
-    from recurrent import infer_rvt_backbone_cfg
-    from yolo_etram.model import RecurrentDetectionModel, load_model_yaml  # first: offline defaults for Ultralytics
     from ultralytics import __version__
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
+    from recurrent import infer_rvt_backbone_cfg
     from yolo_etram.data.data_yaml import event_settings
+    from yolo_etram.data.representation import representation_dir_name
+    from yolo_etram.nn.detection_model import EventDetectionModel, load_model_yaml
 
     if preset not in PRESETS:
         raise RVTImportError(f"unknown preset '{preset}': use one of {', '.join(PRESETS)}")
     p = PRESETS[preset]
     sd = read_rvt_state_dict(checkpoint, allow_unsafe_pickle) if isinstance(checkpoint, (str, Path)) else checkpoint
-    stripped = _strip(dict(sd))
+    stripped = strip_lightning_prefix(sd)
     try:
         backbone = infer_rvt_backbone_cfg(sd)
     except (KeyError, ValueError) as e:
@@ -187,11 +204,16 @@ def import_rvt(checkpoint: str | Path, out: str | Path | None = None, model: str
     channels = backbone.in_channels
     nbins = nbins or channels // 2
     partition = tuple(partition or p["partition"])
-    event = event_settings({"downsample": downsample if downsample is not None else p["downsample"],
-                            "representation": f"stacked_histogram_dt={window_ms}_nbins={nbins}",
-                            "channels": channels, "partition": list(partition)})
+    event = event_settings(
+        {
+            "downsample": downsample if downsample is not None else p["downsample"],
+            "representation": representation_dir_name(nbins, window_ms),
+            "channels": channels,
+            "partition": list(partition),
+        }
+    )
     cfg = {**load_model_yaml(model), "event": event}
-    net = RecurrentDetectionModel(cfg, ch=channels, nc=nc, verbose=False)
+    net = EventDetectionModel(cfg, ch=channels, nc=nc, verbose=False)
     net.model[0].set_partition_size(partition)
     try:
         report = load_rvt_checkpoint(net, sd)
@@ -199,7 +221,7 @@ def import_rvt(checkpoint: str | Path, out: str | Path | None = None, model: str
         raise RVTImportError(f"{checkpoint} does not fit {model}: {e}") from e
     if score is not None:
         net.model[-1].score = score
-    imgsz = list(p["imgsz"]) if partition == tuple(p["partition"]) else [32 * partition[0], 32 * partition[1]]
+    imgsz = list(p["imgsz"]) if partition == tuple(p["partition"]) else list(net.input_multiple)
     train_args = {**DEFAULT_CFG_DICT, "task": "detect", "mode": "train", "model": str(model), "imgsz": imgsz}
     net.names, net.nc, net.args = dict(enumerate(names)), nc, train_args
     net.reset_states()
@@ -207,13 +229,26 @@ def import_rvt(checkpoint: str | Path, out: str | Path | None = None, model: str
         raise RVTImportError("give an output path when importing from a state dict")
     out = Path(out) if out else Path(checkpoint).with_suffix(".pt")
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({
-        "epoch": -1, "best_fitness": None, "model": net.float().eval(), "ema": None, "updates": None,
-        "optimizer": None, "scaler": None, "train_args": train_args, "train_metrics": {}, "train_results": {},
-        "date": datetime.now().astimezone().isoformat(), "version": __version__,
-        "license": "AGPL-3.0 (https://ultralytics.com/license)", "docs": "https://docs.ultralytics.com",
-        "rvt_import": {"checkpoint": str(checkpoint), "report": str(report)},
-    }, out)
+    torch.save(
+        {
+            "epoch": -1,
+            "best_fitness": None,
+            "model": net.float().eval(),
+            "ema": None,
+            "updates": None,
+            "optimizer": None,
+            "scaler": None,
+            "train_args": train_args,
+            "train_metrics": {},
+            "train_results": {},
+            "date": datetime.now().astimezone().isoformat(),
+            "version": __version__,
+            "license": "AGPL-3.0 (https://ultralytics.com/license)",
+            "docs": "https://docs.ultralytics.com",
+            "rvt_import": {"checkpoint": str(checkpoint), "report": str(report)},
+        },
+        out,
+    )
     return out, report
 
 
@@ -221,36 +256,59 @@ def main(argv: list[str] | None = None) -> int:
     """``etram-yolo import-rvt CKPT``: an RVT/eTraM checkpoint as a checkpoint that ``yolo val/predict/export`` use."""
     import argparse
 
-    from yolo_etram.errors import EventDataError
+    from yolo_etram.utils.errors import EventDataError
 
     ap = argparse.ArgumentParser(
         prog="etram-yolo import-rvt",
         description="Import a whole RVT or eTraM Lightning checkpoint (backbone, PAFPN, YOLOX head) into "
-                    "rvt-{t,s,b}-yolox.yaml and save it as an ordinary checkpoint (yolo val/predict/export model=OUT).")
+        "rvt-{t,s,b}-yolox.yaml and save it as an ordinary checkpoint (yolo val/predict/export model=OUT).",
+    )
     ap.add_argument("checkpoint", help="RVT .ckpt (Lightning; state_dict keys mdl.*)")
     ap.add_argument("--model", help="model YAML (default: rvt-{t,s,b}-yolox.yaml by the checkpoint's size)")
     ap.add_argument("--out", help="output .pt (default: the checkpoint's name with .pt)")
-    ap.add_argument("--preset", choices=tuple(PRESETS), default="etram",
-                    help="class names, downsampling and partition of the data the checkpoint was trained on "
-                         "(default etram: 3 classes, 1280x720 -> 640x360 padded to 384x640)")
+    ap.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default="etram",
+        help="class names, downsampling and partition of the data the checkpoint was trained on "
+        "(default etram: 3 classes, 1280x720 -> 640x360 padded to 384x640)",
+    )
     ap.add_argument("--nc", type=int, help="number of classes (default: the checkpoint's head)")
     ap.add_argument("--names", nargs="+", help="class names (default: the preset's when the count fits)")
     ap.add_argument("--downsample", type=int, help="sensor-to-input downsampling (default: the preset's)")
     ap.add_argument("--nbins", type=int, help="histogram bins per polarity (default: input channels / 2)")
     ap.add_argument("--window-ms", type=int, default=50, help="window length in ms (default 50)")
-    ap.add_argument("--partition", type=int, nargs=2, metavar=("H", "W"),
-                    help="attention partition (default: the preset's)")
-    ap.add_argument("--score", choices=("obj_cls", "cls"),
-                    help="eval score: obj_cls (default) or cls (RVT's COCO score, to reproduce RVT's AP)")
-    ap.add_argument("--allow-unsafe-pickle", action="store_true",
-                    help="fully unpickle checkpoints that weights_only loading refuses (trusted files only)")
+    ap.add_argument(
+        "--partition", type=int, nargs=2, metavar=("H", "W"), help="attention partition (default: the preset's)"
+    )
+    ap.add_argument(
+        "--score",
+        choices=("obj_cls", "cls"),
+        help="eval score: obj_cls (default) or cls (RVT's COCO score, to reproduce RVT's AP)",
+    )
+    ap.add_argument(
+        "--allow-unsafe-pickle",
+        action="store_true",
+        help="fully unpickle checkpoints that weights_only loading refuses (trusted files only)",
+    )
     args = ap.parse_args(argv)
     if not Path(args.checkpoint).is_file():
         raise EventDataError(f"{args.checkpoint}: no such checkpoint file")
     try:
-        out, report = import_rvt(args.checkpoint, args.out, args.model, args.nc, args.names, args.preset,
-                                 args.downsample, args.nbins, args.window_ms, args.partition, args.score,
-                                 args.allow_unsafe_pickle)
+        out, report = import_rvt(
+            args.checkpoint,
+            args.out,
+            args.model,
+            args.nc,
+            args.names,
+            args.preset,
+            args.downsample,
+            args.nbins,
+            args.window_ms,
+            args.partition,
+            args.score,
+            args.allow_unsafe_pickle,
+        )
     except (RuntimeError, FileNotFoundError) as e:  # RVTImportError, unreadable files
         raise EventDataError(str(e)) from e
     print(f"{report}\nimport-rvt: saved {out}")

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import math
 
-import yolo_etram._env  # noqa: F401  (offline defaults before Ultralytics loads)
-
 import torch
 import torch.nn as nn
 from ultralytics.nn.modules import Conv, Detect
@@ -149,8 +147,9 @@ class YOLOXDetect(Detect, metaclass=_ParsedAsDetect):
             nn.init.constant_(conv.bias, b)
 
 
-def rvt_postprocess(pred: torch.Tensor, conf_thre: float = 0.1, nms_thre: float = 0.45,
-                    class_agnostic: bool = False) -> list[torch.Tensor | None]:
+def rvt_postprocess(
+    pred: torch.Tensor, conf_thre: float = 0.1, nms_thre: float = 0.45, class_agnostic: bool = False
+) -> list[torch.Tensor | None]:
     """RVT's ``postprocess`` (``RVT:models/detection/yolox/utils/boxes.py``) on ``(B, A, 5 + nc)`` decoded outputs.
 
     Keeps boxes whose ``obj * max(cls)`` reaches ``conf_thre``, then class-aware NMS by that score (no max-det cap).
@@ -171,7 +170,10 @@ def rvt_postprocess(pred: torch.Tensor, conf_thre: float = 0.1, nms_thre: float 
             out.append(None)
             continue
         score = det[:, 4] * det[:, 5]
-        i = (torchvision.ops.nms(det[:, :4], score, nms_thre) if class_agnostic
-             else torchvision.ops.batched_nms(det[:, :4], score, det[:, 6], nms_thre))
+        i = (
+            torchvision.ops.nms(det[:, :4], score, nms_thre)
+            if class_agnostic
+            else torchvision.ops.batched_nms(det[:, :4], score, det[:, 6], nms_thre)
+        )
         out.append(det[i])
     return out

@@ -1,4 +1,4 @@
-"""RVT's YOLOX training loss for :class:`~yolo_etram.yolox_head.YOLOXDetect`, with v8DetectionLoss's interface.
+"""RVT's YOLOX training loss for :class:`~yolo_etram.nn.yolox_head.YOLOXDetect`, with v8DetectionLoss's interface.
 
 RVT (``yolo_head.py#L291-606``, YOLOX >= 0.3): SimOTA assigns anchors to ground truth per image (candidates: anchor
 centres ``(g + 0.5) * s`` within 1.5 strides of a GT centre; cost ``BCE(sqrt(σcls·σobj), onehot) + 3·(-log IoU)
@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.utils.tal import make_anchors
 
-from yolo_etram.yolox_head import decode_boxes
+from yolo_etram.nn.yolox_head import decode_boxes
 
 __all__ = ["YOLOXLoss", "iou_cxcywh", "simota_assign"]
 
@@ -41,9 +41,15 @@ def simota_assign(gt_boxes, gt_cls, boxes, obj, cls, centers, strides, radius: f
     """SimOTA for one image.
 
     Args:
-        gt_boxes (G, 4), gt_cls (G,): ground truth, ``cx, cy, w, h`` pixels and class ids.
-        boxes (A, 4): decoded predictions; obj (A, 1), cls (A, nc): logits.
-        centers (A, 2): anchor cell centres in pixels; strides (A, 1).
+        gt_boxes: ``(G, 4)`` ground truth, ``cx, cy, w, h`` pixels.
+        gt_cls: ``(G,)`` class ids.
+        boxes: ``(A, 4)`` decoded predictions.
+        obj: ``(A, 1)`` objectness logits.
+        cls: ``(A, nc)`` class logits.
+        centers: ``(A, 2)`` anchor cell centres in pixels.
+        strides: ``(A, 1)`` anchor strides.
+        radius: candidates lie within this many strides of a GT centre.
+        topk: the dynamic k sums the top-k IoUs.
 
     Returns:
         fg (A,) bool positives, gt_index (P,) the GT of each positive, iou (P,) its IoU with that GT.
@@ -63,8 +69,9 @@ def simota_assign(gt_boxes, gt_cls, boxes, obj, cls, centers, strides, radius: f
     p = (cls[cand].float().sigmoid() * obj[cand].float().sigmoid()).sqrt()  # (M, nc)
     onehot = F.one_hot(gt_cls.long(), nc).float()
     g, m = ious.shape
-    cls_cost = F.binary_cross_entropy(p.unsqueeze(0).expand(g, m, nc), onehot.unsqueeze(1).expand(g, m, nc),
-                                      reduction="none").sum(-1)
+    cls_cost = F.binary_cross_entropy(
+        p.unsqueeze(0).expand(g, m, nc), onehot.unsqueeze(1).expand(g, m, nc), reduction="none"
+    ).sum(-1)
     cost = cls_cost + 3.0 * -torch.log(ious + 1e-8) + 1e6 * (~geometry)
 
     dynamic_k = ious.topk(min(topk, m), 1).values.sum(1).int().clamp(min=1)
@@ -136,8 +143,17 @@ class YOLOXLoss:
             sel = idx == i
             if not sel.any():
                 continue
-            fg[i], gt_index, iou = simota_assign(gt_box[sel], gt_cls[sel], boxes[i].detach(), obj[i].detach(),
-                                                 cls[i].detach(), centers, strides, self.center_radius, self.topk)
+            fg[i], gt_index, iou = simota_assign(
+                gt_box[sel],
+                gt_cls[sel],
+                boxes[i].detach(),
+                obj[i].detach(),
+                cls[i].detach(),
+                centers,
+                strides,
+                self.center_radius,
+                self.topk,
+            )
             reg_targets.append(gt_box[sel][gt_index])
             cls_targets.append(F.one_hot(gt_cls[sel][gt_index].long(), self.nc).float() * iou.unsqueeze(-1))
         num_fg = max(int(fg.sum()), 1)

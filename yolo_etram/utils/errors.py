@@ -1,6 +1,8 @@
 """User errors: bad input files or options. Their message names the file or argument, the problem and what to do;
 the CLIs print it as one line and exit with status 2 instead of a traceback."""
 
+from __future__ import annotations
+
 
 class EtramError(Exception):
     """Base class of the errors a user can fix."""
@@ -22,9 +24,11 @@ class NonFiniteOutputError(EtramError, FloatingPointError):
     """A model produced NaN or infinite outputs for an input window (named by recording and time)."""
 
 
-def one_line(message) -> str:
-    """An error message on one line (messages quoting HDF5 or numpy errors may span several)."""
-    return " ".join(str(message).split())
+def one_line(message, limit: int | None = None) -> str:
+    """A message (or exception) on one line: HDF5 and numpy errors may span several; ``limit`` cuts it to that many
+    characters, marked with "..."."""
+    text = " ".join(str(message).split())
+    return text[:limit] + "..." if limit is not None and len(text) > limit else text
 
 
 def run_cli(fn, *args, prog: str = "etram-yolo") -> int:

@@ -43,8 +43,9 @@ class SizeWeightedAssigner(torch.nn.Module):
         self.assigner, self.a, self.tau = assigner, float(a), float(tau)
 
     def forward(self, pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, **kwargs):
-        labels, bboxes, scores, fg_mask, gt_idx = self.assigner(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes,
-                                                                mask_gt, **kwargs)
+        labels, bboxes, scores, fg_mask, gt_idx = self.assigner(
+            pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, **kwargs
+        )
         if gt_bboxes.shape[1] == 0:
             return labels, bboxes, scores, fg_mask, gt_idx
         w = normalised_box_weights(gt_bboxes, mask_gt, self.a, self.tau)

@@ -1,0 +1,139 @@
+"""Builders shared by the trainer and the validator (as Ultralytics' ``data/build.py``): the clip dataset of a split,
+its batch-order sampler and loader, the move of a collated batch to the device, and the boxes of chosen frames.
+
+Usage:
+    >>> dataset = build_event_dataset("datasets/etram/val", data, mode="val")
+    >>> loader = build_event_dataloader(dataset, data, batch=4, mode="val")
+    >>> batch = preprocess_event_batch(next(iter(loader)), torch.device("cpu"), multiple=(192, 320))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+from einops import rearrange
+from ultralytics.data.build import InfiniteDataLoader
+
+from yolo_etram.utils.sizes import pad_to_multiple
+
+from .augment import AugConfig
+from .dataset import EventClipDataset, collate_clips
+from .sampler import MixedSampler, RandomClipSampler, Sampling, StreamSampler
+
+__all__ = [
+    "build_event_dataset",
+    "build_sampler",
+    "build_event_dataloader",
+    "preprocess_event_batch",
+    "boxes_on_frames",
+    "frames",
+]
+
+
+def build_event_dataset(img_path: str, data: dict, mode: str = "val") -> EventClipDataset:
+    """The clips of one split: random-access clips for ``sampling: random`` training, stream clips otherwise."""
+    sampling = Sampling.RANDOM if mode == "train" and data["sampling"] == Sampling.RANDOM else Sampling.STREAM
+    return EventClipDataset(
+        img_path,
+        seq_len=data["seq_len"],
+        sampling=sampling,
+        names=data["names"],
+        representation=data.get("representation"),
+    )
+
+
+def build_sampler(
+    dataset: EventClipDataset, data: dict, batch_size: int, mode: str, seed: int = 0, rank: int = -1, hflip: float = 0.5
+):
+    """Stream sampler for validation; the data YAML's ``sampling`` mode for training (rank-aware under DDP), with
+    RVT's augmentations (``hflip`` is the flip probability, Ultralytics' ``fliplr``)."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    rank = max(rank, 0) if world > 1 else 0
+    if mode != "train":
+        return StreamSampler(dataset, batch_size, shuffle=False, seed=seed, augment=False)
+    stream_aug = dataclasses.replace(AugConfig.stream(), hflip=hflip)
+    random_aug = dataclasses.replace(AugConfig.random(), hflip=hflip)
+    if data["sampling"] == Sampling.RANDOM:
+        return RandomClipSampler(dataset, batch_size, seed=seed, rank=rank, world_size=world, augment=random_aug)
+    if data["sampling"] == Sampling.MIXED:
+        return MixedSampler(
+            dataset,
+            batch_size,
+            random_fraction=data["mixed_random_fraction"],
+            seed=seed,
+            rank=rank,
+            world_size=world,
+            stream_augment=stream_aug,
+            random_augment=random_aug,
+        )
+    return StreamSampler(dataset, batch_size, shuffle=True, seed=seed, rank=rank, world_size=world, augment=stream_aug)
+
+
+def build_event_dataloader(
+    dataset: EventClipDataset,
+    data: dict,
+    batch: int,
+    mode: str = "val",
+    workers: int = 0,
+    seed: int = 0,
+    rank: int = -1,
+    hflip: float = 0.5,
+    pin_memory: bool = False,
+):
+    """Ultralytics' ``InfiniteDataLoader`` over whole batches in the sampler's order (workers only load clips).
+
+    Validation uses at most one slot per sequence (more would only pad) and loads in the main process."""
+    if mode != "train":
+        batch = max(1, min(batch, len(dataset.sequences)))
+    sampler = build_sampler(dataset, data, batch, mode, seed=seed, rank=rank, hflip=hflip)
+    return InfiniteDataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=False,
+        sampler=sampler,
+        num_workers=min(workers, os.cpu_count() or 1) if mode == "train" else 0,
+        collate_fn=collate_clips,
+        pin_memory=pin_memory,
+        drop_last=False,
+    )
+
+
+def preprocess_event_batch(batch: dict, device: torch.device, multiple: tuple[int, int], half: bool = False) -> dict:
+    """Move a collated event batch to ``device``: uint8 counts to float (no /255), zero-padded bottom/right, boxes
+    renormalised from the stored frame to the padded one."""
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            batch[k] = v.to(device, non_blocking=device.type not in {"cpu", "mps"})
+    img = batch["img"].half() if half else batch["img"].float()
+    h, w = img.shape[-2:]
+    img = pad_to_multiple(img, multiple)
+    hp, wp = img.shape[-2:]
+    if (hp, wp) != (h, w) and len(batch["bboxes"]):
+        scale = torch.tensor([w / wp, h / hp, w / wp, h / hp], device=batch["bboxes"].device)
+        batch["bboxes"] = batch["bboxes"] * scale
+    batch["img"] = img
+    batch["stored_hw"] = (h, w)
+    return batch
+
+
+def frames(img: torch.Tensor) -> torch.Tensor:
+    """A batch's windows as frames: ``(B, T, C, H, W)`` -> ``(B * T, C, H, W)``, frame ``b * T + t``."""
+    return rearrange(img, "b t c h w -> (b t) c h w") if img.ndim == 5 else img
+
+
+def boxes_on_frames(batch: dict, keep: torch.Tensor) -> dict:
+    """The per-box entries (``cls``, ``bboxes``, ``batch_idx``, and ``motion`` when present) of the frames where
+    ``keep`` (bool, one per frame ``b * T + t``) is True, with ``batch_idx`` renumbered to the kept frames' order."""
+    keep = keep.to(torch.bool)
+    batch_idx = batch["batch_idx"].long().to(keep.device)
+    on_kept = keep[batch_idx]
+    new_index = torch.cumsum(keep, 0) - 1
+    out = {"batch_idx": new_index[batch_idx[on_kept]].to(batch["batch_idx"].dtype)}
+    for k in ("cls", "bboxes", "motion"):
+        if k in batch:
+            out[k] = batch[k][on_kept.to(batch[k].device)]
+    return out

@@ -1,0 +1,7 @@
+"""``python -m yolo_etram.data.synth OUT ...``: the same as ``etram-yolo synth OUT ...``."""
+
+import sys
+
+from .writer import main
+
+sys.exit(main())

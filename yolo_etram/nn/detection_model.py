@@ -1,0 +1,239 @@
+"""``EventDetectionModel``: a stock Ultralytics ``DetectionModel`` for event windows, normally with a recurrent
+backbone as its first YAML row.
+
+It honours the YAML's ``channels``, probes strides at an input the attention partitions can divide, leaves no
+recurrent state behind after its build-time probes, runs no test-time augmentation, and computes the loss on labeled
+frames only. A stock YAML (``yolov8n.yaml``) builds too: without a stateful layer it is a memoryless frame baseline.
+
+Usage:
+    >>> model = EventDetectionModel("rvt-t.yaml", nc=3)
+    >>> preds = model(torch.zeros(2, 5, 20, 384, 640))  # B=2 stream slots x T=5 windows, state carried
+    >>> model.reset_states(torch.tensor([True, False]))  # slot 0 starts a new sequence
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from einops import reduce
+from ultralytics.nn.modules import Detect
+from ultralytics.nn.tasks import BaseModel, DetectionModel, _initialize_yolo_model, yaml_model_load
+from ultralytics.utils import LOGGER
+from ultralytics.utils.torch_utils import initialize_weights, unwrap_model
+
+from recurrent import stateful_layers
+from yolo_etram.data.build import boxes_on_frames
+from yolo_etram.nn.batchnorm import set_batchnorm
+from yolo_etram.nn.registry import PLUGIN_LAYER_NAMES, register_layers
+from yolo_etram.utils.paths import find_cfg
+from yolo_etram.utils.sizes import round_up
+
+__all__ = [
+    "EventDetectionModel",
+    "load_model_yaml",
+    "event_frame",
+    "find_event_model",
+    "set_partition",
+]
+
+
+def load_model_yaml(cfg: str | Path | dict) -> dict:
+    """A model YAML as a dict, resolving our bare names (``rvt-t.yaml``) from any working directory."""
+    if isinstance(cfg, dict):
+        return cfg
+    path = find_cfg(cfg, "models")
+    if path is not None:
+        return yaml_model_load(path)
+    try:
+        return yaml_model_load(cfg)  # a stock Ultralytics name (yolov8n.yaml, yolo11n.yaml, ...)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"model YAML '{cfg}' not found (not a path, one of yolo_etram's cfg/models or a stock "
+            "Ultralytics model YAML)"
+        ) from None
+
+
+def event_frame(x: torch.Tensor, channels: int = 2) -> torch.Tensor:
+    """Sum a stacked histogram's time bins per polarity: ``(..., 2 * nbins, H, W)`` -> ``(..., 2, H, W)``.
+
+    RVT's histogram channel is ``p * nbins + bin`` (polarity-major), so the sum is over contiguous halves."""
+    return reduce(x, "... (p bins) h w -> ... p h w", "sum", p=channels)
+
+
+class EventDetectionModel(DetectionModel):
+    """A ``DetectionModel`` for event windows: recurrent (our YAMLs) or a stock YAML as a memoryless baseline.
+
+    ``yaml["event"]`` (set from the data YAML by the trainer, saved in checkpoints) can change two things in
+    :meth:`_predict_once`: ``input: event_frame`` sums the histogram's time bins per polarity (a 2-channel event frame)
+    inside the model, so every user of the model still feeds histograms; ``memory: false`` resets the state before
+    every window (the memoryless ablation of a recurrent model).
+
+    Args:
+        cfg: model YAML (path, bare name of one of ours or of a stock Ultralytics model, or dict).
+        ch: input channels (histogram channels, ``2 * nbins``); defaults to the YAML's ``channels``.
+        nc: number of classes (overrides the YAML's).
+        verbose: print the model summary.
+    """
+
+    def __init__(
+        self, cfg: str | Path | dict = "rvt-t.yaml", ch: int | None = None, nc: int | None = None, verbose=True
+    ):
+        BaseModel.__init__(self)
+        register_layers()
+        cfg = dict(load_model_yaml(cfg))
+        ch = ch or cfg.get("channels", 20)
+        event = cfg.get("event") or {}
+        model_ch = 2 if event.get("input") == "event_frame" else ch  # what the first layer sees
+        cfg = _with_backbone_channels(cfg, model_ch)
+        _initialize_yolo_model(self, cfg, model_ch, nc, verbose)
+        self.yaml["channels"] = ch  # what callers feed (exporters size their dummy input from it)
+        head = self.model[-1]
+        if not isinstance(head, Detect):
+            raise TypeError(
+                f"{type(self).__name__}: the last YAML row must be a Detect head, got {type(head).__name__}"
+            )
+        head.inplace = self.inplace
+        self.stride = head.stride = self._probe_strides()
+        head.bias_init()
+        initialize_weights(self)
+        if self.yaml.get("batchnorm"):  # e.g. RVT's PyTorch-default BatchNorms (rvt-*-yolox.yaml)
+            set_batchnorm(self, **self.yaml["batchnorm"])
+        self.reset_states()
+        if verbose:
+            self.info()
+            LOGGER.info("")
+
+    @property
+    def backbone(self):
+        return self.model[0]
+
+    @property
+    def event(self) -> dict:
+        """How this model reads event data (``downsample, nbins, window_ms, channels, partition, input, memory``)."""
+        return self.yaml.get("event") or {}
+
+    @property
+    def has_memory(self) -> bool:
+        """True when state is carried from window to window (a recurrent model not run as its memoryless ablation)."""
+        return bool(stateful_layers(self)) and self.event.get("memory", True)
+
+    def _predict_once(self, x, profile=False, embed=None):
+        """Windows ``(N, C, H, W)`` or clips ``(B, T, C, H, W)`` through the layers, honouring ``yaml["event"]``."""
+        if self.event.get("input") == "event_frame" and x.shape[-3] != 2:  # histograms in, event frames to the layers
+            x = event_frame(x)
+        if self.has_memory:
+            return super()._predict_once(x, profile, embed)
+        x = x.reshape(-1, *x.shape[-3:])  # every window on its own: one step of batch B*T from a zero state
+        self.reset_states()
+        try:
+            return super()._predict_once(x, profile, embed)
+        finally:
+            self.reset_states()
+
+    def _probe_strides(self) -> torch.Tensor:
+        """Head strides from one forward on zeros of the smallest size the attention partitions divide."""
+        h, w = self.input_multiple
+        self.model.eval()
+        self.model[-1].training = True  # the head returns its raw feature maps
+        with torch.no_grad():
+            feats = self.forward(torch.zeros(1, self.yaml["channels"], h, w))["feats"]
+        self.model.train()
+        self.reset_states()
+        return torch.tensor([h / f.shape[-2] for f in feats])
+
+    @property
+    def input_multiple(self) -> tuple[int, int]:
+        """Input height and width must be multiples of these (pad bottom/right)."""
+        return tuple(getattr(self.backbone, "input_multiple", (32, 32)))
+
+    def reset_states(self, mask: torch.Tensor | None = None) -> None:
+        """Zero the recurrent state of the batch slots where ``mask`` is True (all slots when None)."""
+        for m in stateful_layers(self):
+            m.reset(mask)
+
+    def info(self, detailed=False, verbose=True, imgsz=None):
+        """Model summary; GFLOPs at ``imgsz`` (default: the eTraM input 384x640, rounded up to fit the partitions).
+
+        The FLOPs count does not include attention's matrix products and the LSTM's element-wise math (thop)."""
+        from ultralytics.utils.torch_utils import model_info
+
+        imgsz = imgsz or (384, 640)
+        imgsz = list(round_up((imgsz, imgsz) if isinstance(imgsz, int) else imgsz, self.input_multiple))
+        try:
+            return model_info(self, detailed=detailed, verbose=verbose, imgsz=imgsz)
+        finally:
+            self.reset_states()
+
+    def _predict_augment(self, x):
+        LOGGER.warning(
+            "augment=True (test-time augmentation) would run extra forwards through the recurrent state; "
+            "using single-scale prediction"
+        )
+        return self._predict_once(x)
+
+    def init_criterion(self):
+        """RVT's YOLOX loss for a YOLOX head (rvt-*-yolox.yaml), Ultralytics' own otherwise (size-aware when the YAML
+        has a ``size_aware`` entry, see :mod:`yolo_etram.nn.size_aware_loss`)."""
+        from yolo_etram.nn.yolox_head import YOLOXDetect
+
+        if isinstance(self.model[-1], YOLOXDetect):
+            from yolo_etram.nn.yolox_loss import YOLOXLoss
+
+            return YOLOXLoss(self)
+        from yolo_etram.nn.size_aware_loss import make_size_aware
+
+        return make_size_aware(super().init_criterion(), self.yaml.get("size_aware"))
+
+    def loss(self, batch: dict, preds=None):
+        """Detection loss on the labeled frames only: an unlabeled window is not a negative example.
+
+        ``batch["labeled"]`` (bool, one per frame ``b*T+t``) selects frames; padded frames are unlabeled. Without it,
+        every frame counts, as in stock Ultralytics.
+        """
+        if getattr(self, "criterion", None) is None:
+            self.criterion = self.init_criterion()
+        if preds is None:
+            preds = self.forward(batch["img"])
+        labeled = batch.get("labeled")
+        if labeled is None:
+            return self.criterion(preds, batch)
+        preds = self.criterion.parse_output(preds)
+        keep = labeled.to(preds["scores"].device, torch.bool)
+        if not keep.any():  # nothing labeled in this batch: a zero loss that keeps the graph
+            zero = preds["scores"].sum() * 0.0
+            return zero.repeat(3), {k: torch.zeros((), device=zero.device) for k in self.criterion.loss_names}
+        sel = {k: v[keep] for k, v in preds.items() if k != "feats"}
+        sel["feats"] = [f[keep] for f in preds["feats"]]
+        return self.criterion.loss(sel, {**batch, **boxes_on_frames(batch, keep)})
+
+
+def _with_backbone_channels(cfg: dict, ch: int) -> dict:
+    """Set the input channels of a recurrent backbone row (its first argument) to ``ch``, so the data decides them."""
+    rows = [list(r) for r in cfg["backbone"]]
+    for r in rows:
+        if r[2] in PLUGIN_LAYER_NAMES and r[3]:
+            r[3] = [ch, *r[3][1:]]
+    return {**cfg, "backbone": rows}
+
+
+def find_event_model(model) -> EventDetectionModel | None:
+    """The ``EventDetectionModel`` inside a model, EMA copy, DDP wrapper or ``AutoBackend``, if any."""
+    seen = set()
+    m = unwrap_model(model)
+    while m is not None and id(m) not in seen:
+        if isinstance(m, EventDetectionModel):
+            return m
+        seen.add(id(m))
+        m = getattr(m, "backend", None) or getattr(m, "model", None)
+        if isinstance(m, torch.nn.Sequential):
+            return None
+    return None
+
+
+def set_partition(model: EventDetectionModel, partition) -> None:
+    """Use the data's attention partition (it depends on the input size; partitions hold no weights)."""
+    backbone = model.backbone
+    if hasattr(backbone, "set_partition_size") and tuple(partition) != tuple(backbone.partition_size):
+        LOGGER.info(f"Attention partition {tuple(backbone.partition_size)} -> {tuple(partition)} for this data")
+        backbone.set_partition_size(tuple(partition))
