@@ -82,8 +82,9 @@ class LoadReport:
 def read_rvt_state_dict(path: str | Path, allow_unsafe_pickle: bool = False) -> StateDict:
     """Read the full ``state_dict`` of an RVT ``.ckpt`` (or of a plain saved state dict).
 
-    Uses ``torch.load(weights_only=True)``. Lightning checkpoints whose extra entries need arbitrary classes to
-    unpickle only load with ``allow_unsafe_pickle=True``, which runs code from the file: use it for trusted files.
+    Uses ``torch.load(weights_only=True)``, which refuses Lightning checkpoints whose extra entries name other classes
+    (omegaconf's ``DictConfig`` in ``hyper_parameters``); ``yolo_etram.nn.lightning_checkpoint`` reads those without
+    running anything. ``allow_unsafe_pickle=True`` unpickles fully, which runs code from the file: trusted files only.
     """
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -91,8 +92,9 @@ def read_rvt_state_dict(path: str | Path, allow_unsafe_pickle: bool = False) -> 
         if not allow_unsafe_pickle:
             reason = next((line.strip() for line in str(e).splitlines() if "Unsupported global" in line), "see above")
             raise RuntimeError(
-                f"{path}: cannot be read with torch.load(weights_only=True) ({reason}). If you trust this file, "
-                f"pass allow_unsafe_pickle=True (full unpickling can run arbitrary code)."
+                f"{path}: cannot be read with torch.load(weights_only=True) ({reason}); read it with "
+                "yolo_etram.nn.lightning_checkpoint.read_lightning_checkpoint, which runs nothing from the file, or, "
+                "only if you trust it, pass allow_unsafe_pickle=True (full unpickling can run arbitrary code)"
             ) from e
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(ckpt, Mapping) and "state_dict" in ckpt:

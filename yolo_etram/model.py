@@ -19,6 +19,7 @@ from yolo_etram.nn.detection_model import EventDetectionModel
 from yolo_etram.nn.exported import is_event_export
 from yolo_etram.nn.registry import is_plugin_model_yaml
 from yolo_etram.utils.legacy import legacy_attribute
+from yolo_etram.utils.patches import use_safe_checkpoint_loading
 from yolo_etram.utils.paths import find_cfg
 
 __all__ = ["EventYOLO"]
@@ -44,6 +45,7 @@ class EventYOLO(YOLO):
     """
 
     def __init__(self, model: str | Path = "rvt-t.yaml", task: str | None = None, verbose: bool = False):
+        use_safe_checkpoint_loading()  # no .pt opened in this process runs code from the file
         self.event_input = False  # set when a train/val/predict call is given event data
         found = find_cfg(model, "models") if isinstance(model, (str, Path)) else None
         super().__init__(model=str(found) if found else model, task=task, verbose=verbose)

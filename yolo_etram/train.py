@@ -32,7 +32,7 @@ from yolo_etram.metrics.prophesee import PROPHESEE_COLUMNS
 from yolo_etram.metrics.records import reset_peak_memory, write_record
 from yolo_etram.nn.detection_model import EventDetectionModel, load_model_yaml, set_partition
 from yolo_etram.utils.errors import NonFiniteLossError, UnsupportedOptionError
-from yolo_etram.utils.patches import offline_amp_check, patched
+from yolo_etram.utils.patches import offline_amp_check, patched, use_safe_checkpoint_loading
 from yolo_etram.utils.threads import use_all_cpu_threads
 
 # Event-appropriate defaults; any of them given by the user wins.
@@ -123,6 +123,7 @@ class EventTrainer(DetectionTrainer):
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks=None):
         self.created_at = time.time()  # the experiment record's wall time counts set-up too
         reset_peak_memory()  # and its peak memory is this run's, also after other runs in the same process
+        use_safe_checkpoint_loading()  # resume and pretrained weights: nothing from the file runs
         super().__init__(cfg, event_overrides(overrides), _callbacks)
         check_event_args(self.args)
         use_all_cpu_threads(self.device)

@@ -15,8 +15,10 @@ def activate() -> None:
 
     from yolo_etram.model import EventYOLO
     from yolo_etram.nn.registry import register_layers
+    from yolo_etram.utils.patches import use_safe_checkpoint_loading
 
     register_layers()
+    use_safe_checkpoint_loading()
     ultralytics.YOLO = EventYOLO
 
 

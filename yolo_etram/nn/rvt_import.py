@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from recurrent import load_rvt_backbone, read_rvt_state_dict, strip_lightning_prefix
+from recurrent import load_rvt_backbone, strip_lightning_prefix
 from yolo_etram.nn.batchnorm import set_batchnorm
 
 _CSP_NAMES = ((r"\.conv1\.", ".cv1."), (r"\.conv2\.", ".cv2."), (r"\.conv3\.", ".cv3."))
@@ -43,6 +43,7 @@ class RVTImportReport:
     head: int = 0
     not_loaded: list[str] = field(default_factory=list)  # RVT keys with no place in this model
     missing: list[str] = field(default_factory=list)  # our neck/head keys the checkpoint did not provide
+    from_config: str = ""  # what the checkpoint's configuration set (import_rvt)
 
     def __str__(self) -> str:
         heads = [k for k in self.not_loaded if ".yolox_head." in k or k.startswith("yolox_head.")]
@@ -54,6 +55,8 @@ class RVTImportReport:
             s += f"; {len(other)} other tensors not loaded: {', '.join(other[:8])}{' ...' if len(other) > 8 else ''}"
         if self.missing:
             s += f"; {len(self.missing)} tensors missing from the checkpoint: {', '.join(self.missing[:8])}"
+        if self.from_config:
+            s += f"; from the checkpoint's configuration: {self.from_config}"
         return s
 
 
@@ -87,8 +90,11 @@ def load_rvt_checkpoint(
 
     Shapes are checked; weights that do not match (another size, another class count) raise ``RuntimeError``.
     """
-    sd = read_rvt_state_dict(path_or_sd, allow_unsafe_pickle) if isinstance(path_or_sd, (str, Path)) else path_or_sd
-    sd = strip_lightning_prefix(sd)
+    if isinstance(path_or_sd, (str, Path)):
+        from yolo_etram.nn.lightning_checkpoint import read_lightning_checkpoint
+
+        path_or_sd = read_lightning_checkpoint(path_or_sd, allow_unsafe_pickle).state_dict
+    sd = strip_lightning_prefix(path_or_sd)
     report = RVTImportReport()
     report.backbone = len(
         load_rvt_backbone(
@@ -151,18 +157,21 @@ def import_rvt(
     model: str | Path | None = None,
     nc: int | None = None,
     names: list[str] | None = None,
-    preset: str = "etram",
+    preset: str | None = None,
     downsample: int | None = None,
     nbins: int | None = None,
-    window_ms: int = 50,
+    window_ms: int | None = None,
     partition: tuple[int, int] | None = None,
     score: str | None = None,
     allow_unsafe_pickle: bool = False,
 ) -> tuple[Path, RVTImportReport]:
     """Import a whole RVT/eTraM Lightning checkpoint and save it as an ordinary checkpoint of ours.
 
-    The model YAML defaults to ``rvt-{t,s,b}-yolox.yaml`` by the checkpoint's embed dim, ``nc`` to its head's class
-    count, and names, downsampling and partition to ``preset`` (eTraM: 3 classes, 1280x720 downsampled to 640x360,
+    The file is read without running anything from it (:mod:`yolo_etram.nn.lightning_checkpoint`); its configuration
+    (``hyper_parameters``, where the file has one) gives the dataset, downsampling, partition, input size and
+    representation. Each option given here wins over the file, and the file over the defaults: the model YAML
+    ``rvt-{t,s,b}-yolox.yaml`` by the checkpoint's embed dim, ``nc`` from its head, and names, downsampling and
+    partition from ``preset`` (default: the file's dataset, else ``etram``: 3 classes, 1280x720 downsampled to 640x360,
     padded to 384x640, partition (6, 10)). The model carries ``yaml["event"]``, so it predicts on raw recordings.
     The saved dict has the layout of Ultralytics' trainer checkpoints (``model``, ``train_args``, ``date``,
     ``version``, ...), weights in float32. Returns the output path and the import report.
@@ -180,11 +189,18 @@ def import_rvt(
     from yolo_etram.data.data_yaml import event_settings
     from yolo_etram.data.representation import representation_dir_name
     from yolo_etram.nn.detection_model import EventDetectionModel, load_model_yaml
+    from yolo_etram.nn.lightning_checkpoint import RVTHints, read_lightning_checkpoint
 
+    hints = RVTHints()
+    if isinstance(checkpoint, (str, Path)):
+        read = read_lightning_checkpoint(checkpoint, allow_unsafe_pickle)
+        sd, hints = read.state_dict, read.hints
+    else:
+        sd = checkpoint
+    preset = preset or hints.dataset or "etram"
     if preset not in PRESETS:
         raise RVTImportError(f"unknown preset '{preset}': use one of {', '.join(PRESETS)}")
     p = PRESETS[preset]
-    sd = read_rvt_state_dict(checkpoint, allow_unsafe_pickle) if isinstance(checkpoint, (str, Path)) else checkpoint
     stripped = strip_lightning_prefix(sd)
     try:
         backbone = infer_rvt_backbone_cfg(sd)
@@ -196,17 +212,25 @@ def import_rvt(
         model = f"rvt-{SIZES[backbone.embed_dim]}-yolox.yaml"
     head_cls = stripped.get("yolox_head.cls_preds.0.weight")
     names = list(names) if names else None
-    nc = nc or (len(names) if names else None) or (head_cls.shape[0] if head_cls is not None else len(p["names"]))
+    nc = (
+        nc
+        or (len(names) if names else None)
+        or (head_cls.shape[0] if head_cls is not None else None)
+        or hints.nc
+        or len(p["names"])
+    )
     if names is None:
         names = list(p["names"]) if len(p["names"]) == nc else [str(i) for i in range(nc)]
     if len(names) != nc:
         raise RVTImportError(f"{len(names)} names given for {nc} classes")
     channels = backbone.in_channels
-    nbins = nbins or channels // 2
-    partition = tuple(partition or p["partition"])
+    nbins = nbins or hints.nbins or channels // 2
+    window_ms = window_ms or hints.window_ms or 50
+    partition = tuple(partition or hints.partition or p["partition"])
+    downsample = downsample if downsample is not None else hints.downsample or p["downsample"]
     event = event_settings(
         {
-            "downsample": downsample if downsample is not None else p["downsample"],
+            "downsample": downsample,
             "representation": representation_dir_name(nbins, window_ms),
             "channels": channels,
             "partition": list(partition),
@@ -219,9 +243,13 @@ def import_rvt(
         report = load_rvt_checkpoint(net, sd)
     except RuntimeError as e:
         raise RVTImportError(f"{checkpoint} does not fit {model}: {e}") from e
+    report.from_config = str(hints) if hints.found else ""
     if score is not None:
         net.model[-1].score = score
-    imgsz = list(p["imgsz"]) if partition == tuple(p["partition"]) else list(net.input_multiple)
+    if hints.imgsz and all(s % m == 0 for s, m in zip(hints.imgsz, net.input_multiple)):
+        imgsz = list(hints.imgsz)  # the size RVT padded its input to
+    else:
+        imgsz = list(p["imgsz"]) if partition == tuple(p["partition"]) else list(net.input_multiple)
     train_args = {**DEFAULT_CFG_DICT, "task": "detect", "mode": "train", "model": str(model), "imgsz": imgsz}
     net.names, net.nc, net.args = dict(enumerate(names)), nc, train_args
     net.reset_states()
@@ -269,17 +297,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--preset",
         choices=tuple(PRESETS),
-        default="etram",
-        help="class names, downsampling and partition of the data the checkpoint was trained on "
-        "(default etram: 3 classes, 1280x720 -> 640x360 padded to 384x640)",
+        default=None,
+        help="class names, downsampling and partition of the data the checkpoint was trained on (default: the "
+        "dataset its configuration names, else etram: 3 classes, 1280x720 -> 640x360 padded to 384x640)",
     )
     ap.add_argument("--nc", type=int, help="number of classes (default: the checkpoint's head)")
     ap.add_argument("--names", nargs="+", help="class names (default: the preset's when the count fits)")
-    ap.add_argument("--downsample", type=int, help="sensor-to-input downsampling (default: the preset's)")
-    ap.add_argument("--nbins", type=int, help="histogram bins per polarity (default: input channels / 2)")
-    ap.add_argument("--window-ms", type=int, default=50, help="window length in ms (default 50)")
     ap.add_argument(
-        "--partition", type=int, nargs=2, metavar=("H", "W"), help="attention partition (default: the preset's)"
+        "--downsample", type=int, help="sensor-to-input downsampling factor (default: the file's, else the preset's)"
+    )
+    ap.add_argument("--nbins", type=int, help="histogram bins per polarity (default: the file's, else channels / 2)")
+    ap.add_argument("--window-ms", type=int, default=None, help="window length in ms (default: the file's, else 50)")
+    ap.add_argument(
+        "--partition",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="attention partition (default: the file's, else the preset's)",
     )
     ap.add_argument(
         "--score",
@@ -289,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--allow-unsafe-pickle",
         action="store_true",
-        help="fully unpickle checkpoints that weights_only loading refuses (trusted files only)",
+        help="fully unpickle a checkpoint that the safe reader refuses because it names code to run: this runs that "
+        "code; only for files you trust",
     )
     args = ap.parse_args(argv)
     if not Path(args.checkpoint).is_file():

@@ -6,6 +6,9 @@ Ultralytics has no hook for these seams; each patch is scoped to a ``with`` bloc
 - the standalone validator's ``check_det_dataset`` does not know event data YAMLs: our loader for the call;
 - the exporter's ``torch2onnx`` / ``torch2torchscript`` trace one input: ours trace the states too.
 
+One replacement lasts for the process, because every ``.pt`` Ultralytics opens goes through it and none may run code
+from the file: :func:`use_safe_checkpoint_loading` (``ultralytics.nn.tasks.torch_safe_load``, which fully unpickles).
+
 Usage:
     >>> import ultralytics.engine.trainer as engine
     >>> with patched(engine, "check_amp", offline_amp_check):
@@ -39,3 +42,19 @@ def offline_amp_check(model) -> bool:
         return False
     LOGGER.info("AMP: enabled on CUDA (stock check skipped: it downloads yolo26n.pt); LSTM state stays float32")
     return True
+
+
+def use_safe_checkpoint_loading() -> None:
+    """From now on in this process, load every ``.pt`` (``EventYOLO(...)``, ``yolo predict model=...``, resume, the
+    validator's and predictor's backends) with :func:`~yolo_etram.utils.checkpoints.load_ultralytics_checkpoint`:
+    nothing named by the file runs. Idempotent; ``YOLO_ETRAM_UNSAFE_PICKLE=1`` keeps Ultralytics' full unpickling."""
+    import os
+
+    import ultralytics.nn.tasks as tasks
+
+    from yolo_etram.utils.checkpoints import UNSAFE_PICKLE_ENV, load_ultralytics_checkpoint
+
+    if os.environ.get(UNSAFE_PICKLE_ENV, "0").lower() in {"1", "true", "yes"}:
+        return
+    if tasks.torch_safe_load is not load_ultralytics_checkpoint:
+        tasks.torch_safe_load = load_ultralytics_checkpoint
