@@ -1,9 +1,10 @@
 """Installs ``yolo_etram_hook.pth`` next to the packages (wheel and editable installs), so the plain ``yolo`` command
-loads the plugin; everything else is in pyproject.toml."""
+loads the plugin, and builds the compiled ``.raw`` decoding loops (optional: without a C compiler the package falls
+back to its numpy decoder, which gives the same events); everything else is in pyproject.toml."""
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 
@@ -18,4 +19,8 @@ class BuildPyWithHook(build_py):
         return [*super().get_outputs(include_bytecode), str(Path(self.build_lib) / "yolo_etram_hook.pth")]
 
 
-setup(cmdclass={"build_py": BuildPyWithHook})
+RAW_DECODER = Extension(
+    "yolo_etram.data.io._rawdecode", ["yolo_etram/data/io/_rawdecode.c"], extra_compile_args=["-O3"], optional=True
+)
+
+setup(cmdclass={"build_py": BuildPyWithHook}, ext_modules=[RAW_DECODER])

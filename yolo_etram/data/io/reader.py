@@ -14,10 +14,13 @@ from yolo_etram.utils.errors import EventDataError
 from .dat import DatEventSource
 from .h5 import H5EventSource
 from .npy import NpyEventSource
+from .raw import RawEventSource
 from .source import EventSource
 
 SENSOR_SIZES = {"gen1": (240, 304), "gen4": (720, 1280), "etram": (720, 1280)}  # (H, W) when a file does not say
-RAW_SUFFIXES = ("_td.h5", "_td.dat.h5", "_td.dat", "_td.npy")
+RAW_SUFFIXES = ("_td.h5", "_td.dat.h5", "_td.dat", "_td.npy", "_td.raw", ".raw")
+"""What follows ``<name>`` in a recording paired with ``<name>_bbox.npy`` (camera files: ``<name>.raw``)."""
+EVENT_FILE_SUFFIXES = (".h5", ".hdf5", ".dat", ".npy", ".raw")
 
 
 @dataclass
@@ -42,8 +45,11 @@ def open_source(path: Path) -> EventSource:
         return DatEventSource(path)
     if name.endswith(".npy"):
         return NpyEventSource(path)
+    if name.endswith(".raw"):
+        return RawEventSource(path)
     raise EventDataError(
-        f"{path}: unknown event file type '{path.suffix}' (expected .h5, .hdf5, .dat or .npy); convert or rename it"
+        f"{path}: unknown event file type '{path.suffix}' (expected .h5, .hdf5, .dat, .npy or .raw); convert or "
+        "rename it"
     )
 
 
@@ -55,9 +61,9 @@ class EventReader:
     ``τ - duration <= t <= τ`` (closed on both ends), so an event exactly on a boundary belongs to both windows.
 
     Args:
-        path: ``*_td.h5`` / ``*.dat`` / ``*.npy`` recording.
+        path: ``*_td.h5`` / ``*.dat`` / ``*.npy`` / ``*.raw`` recording.
         height, width: sensor size when the file does not store it.
-        chunk: events per read when scanning timestamps.
+        chunk: events per read when scanning timestamps (a ``.raw`` file reads by its own chunks of words).
     """
 
     def __init__(self, path: str | Path, height: int | None = None, width: int | None = None, chunk: int = 1 << 20):
@@ -78,6 +84,7 @@ class EventReader:
         self.repairs = RepairCounts()
         self._index_t: np.ndarray | None = None  # running-max t at every chunk start, for fast searchsorted
         self._chunk_last: np.ndarray | None = None
+        self._starts: np.ndarray | None = None  # event index where each chunk starts
 
     def __len__(self) -> int:
         return self.src.n
@@ -90,7 +97,17 @@ class EventReader:
 
     # -- timestamp index ----------------------------------------------------------------------------------------------
     def _build_index(self) -> None:
-        """One pass over ``t``: the repaired (running max) value at each chunk's first and last event."""
+        """The repaired (running max) time at each chunk's first and last event: one pass over ``t``, or, for a
+        source that indexes itself (``.raw``: its chunks' times from one scan), from that index."""
+        if hasattr(self.src, "chunk_starts"):
+            starts = self.src.chunk_starts
+            t_first, t_max = self.src.chunk_times
+            if len(t_first) and t_first[0] < 0:
+                raise EventDataError(self._negative_t(t_first[0]))
+            last = np.maximum.accumulate(t_max) if len(t_max) else t_max
+            first = np.maximum(t_first, np.concatenate([[np.iinfo(np.int64).min], last[:-1]]))
+            self._starts, self._index_t, self._chunk_last = starts, first, last
+            return
         starts = np.arange(0, self.src.n, self.chunk)
         first = np.empty(len(starts), np.int64)
         last = np.empty(len(starts), np.int64)
@@ -102,7 +119,10 @@ class EventReader:
             tm = np.maximum.accumulate(np.maximum(t, running))
             first[i], last[i] = tm[0], tm[-1]
             running = tm[-1]
-        self._index_t, self._chunk_last = first, last
+        self._starts, self._index_t, self._chunk_last = starts, first, last
+
+    def _chunk_stop(self, i: int) -> int:
+        return int(self._starts[i + 1]) if i + 1 < len(self._starts) else self.src.n
 
     @property
     def t_start(self) -> int:
@@ -128,8 +148,7 @@ class EventReader:
         return first, max(first, int(np.asarray(self.src.read_t(max(n - sample, 0), n)).astype(np.int64).max()))
 
     def _chunk_times(self, i: int) -> np.ndarray:
-        s = i * self.chunk
-        t = self.src.read_t(s, min(s + self.chunk, self.src.n)).astype(np.int64)
+        t = self.src.read_t(int(self._starts[i]), self._chunk_stop(i)).astype(np.int64)
         prev = self._chunk_last[i - 1] if i > 0 else np.iinfo(np.int64).min
         return np.maximum.accumulate(np.maximum(t, prev))
 
@@ -150,7 +169,7 @@ class EventReader:
                 out[sel] = 0
                 continue
             t = self._chunk_times(int(c))
-            out[sel] = c * self.chunk + np.searchsorted(t, values[sel], side=side)
+            out[sel] = self._starts[c] + np.searchsorted(t, values[sel], side=side)
         return out
 
     # -- reading ------------------------------------------------------------------------------------------------------
@@ -185,13 +204,17 @@ class EventReader:
     def read_range(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Events ``start:stop`` as ``x, y, p`` (int32) and ``t`` (int64), timestamps repaired, polarity in {0, 1},
         out-of-frame events dropped (both counted in :attr:`repairs`)."""
+        return self._clean(*self.src.read(start, stop), self._running_max_before(start))[:4]
+
+    def _running_max_before(self, start: int) -> int:
+        """The running maximum of the timestamps before event ``start`` (the repair's state there)."""
         if self._index_t is None:
             self._build_index()
-        c = start // self.chunk
+        c = max(int(np.searchsorted(self._starts, start, side="right")) - 1, 0)
         running = int(self._chunk_last[c - 1]) if c > 0 else np.iinfo(np.int64).min
-        if start > c * self.chunk:  # the running maximum up to ``start`` within its chunk
-            running = max(running, int(self.src.read_t(c * self.chunk, start).max()))
-        return self._clean(*self.src.read(start, stop), running)[:4]
+        if start > self._starts[c]:  # the running maximum up to ``start`` within its chunk
+            running = max(running, int(self.src.read_t(int(self._starts[c]), start).max()))
+        return running
 
     def read_window(self, t_end: int, duration: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Events with ``t_end - duration <= t <= t_end``."""
@@ -200,23 +223,35 @@ class EventReader:
         return self.read_range(start, stop)
 
     def iter_windows(
-        self, t_ends: Iterable[int], duration: int
+        self, t_ends: Iterable[int], duration: int, seek: bool = False
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Events of each window ``[τ - duration, τ]`` for non-decreasing end times ``τ``, in one sequential pass.
 
         Memory holds one read block plus one window, whatever the recording's length. Each repaired event is counted
-        once in :attr:`repairs`, even where windows overlap.
+        once in :attr:`repairs`, even where windows overlap. ``seek``: start reading at the first window through the
+        time index instead of at the file's start (a time range late in a long recording).
         """
         t_ends = np.asarray(list(t_ends), np.int64)
         if np.any(np.diff(t_ends) < 0):
             raise ValueError("iter_windows needs non-decreasing window end times; use read_window for random access")
         n = self.src.n
         pos, running = 0, np.iinfo(np.int64).min
+        if seek and len(t_ends):
+            pos = int(self.searchsorted([t_ends[0] - duration], "left")[0])
+            running = self._running_max_before(pos)
+        indexed = hasattr(self.src, "chunk_starts")
+        if indexed and self._starts is None:
+            self._build_index()
         buf = [np.zeros(0, np.int32)] * 3 + [np.zeros(0, np.int64)]
         for tau in t_ends.tolist():
             lo = tau - duration
             while pos < n and running <= tau:  # load until an event after tau has been read (or the file ends)
-                stop = min(pos + self.chunk, n)
+                # a source that indexes itself is read chunk by chunk (each decoded once), the others by self.chunk
+                stop = (
+                    self._chunk_stop(int(np.searchsorted(self._starts, pos, side="right")) - 1)
+                    if indexed
+                    else min(pos + self.chunk, n)
+                )
                 *block, running = self._clean(*self.src.read(pos, stop), running)
                 pos = stop
                 keep = int(np.searchsorted(buf[3], lo, side="left"))
