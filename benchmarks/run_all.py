@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ("prepare", "dataloader", "model", "inference")
+BENCHES = ("prepare", "raw", "dataloader", "model", "inference")
 
 
 def machine() -> str:
@@ -64,6 +64,24 @@ def summary(results: dict) -> list[str]:
             f"| prepare, 1280x720 synthetic -> 640x360 | {r['ours_events_per_s'] / 1e6:.1f} M events/s, "
             f"{r['speedup']:.1f}x a per-window reference; peak RSS "
             + ", ".join(f"{k}: {v:.0f} MiB" for k, v in r["peak_rss_mib"].items())
+            + " |"
+        )
+    if "raw" in results:
+        r = results["raw"]
+        for d in r["decode"]:
+            rows.append(
+                f"| decode {d['file']} tiled to {d['events'] / 1e6:.0f} M events (EVT {d['evt']}) | ours "
+                f"{d['ours_mev_s']:.0f} M events/s, {d['third_party']} {d.get('third_party_mev_s', float('nan')):.0f}, "
+                f"the same events in HDF5 {d['hdf5_mev_s']:.0f} |"
+            )
+        for case, d in r["prepare"].items():
+            rows.append(
+                f"| prepare, {case} traffic as EVT 3.0 .raw vs HDF5 | {d['evt3']['mev_s']:.1f} vs "
+                f"{d['h5']['mev_s']:.1f} M events/s ({d['raw_vs_hdf5']:.2f}x) |"
+            )
+        rows.append(
+            "| .raw windows streamed, peak RSS | "
+            + ", ".join(f"{k}: {v:.0f} MiB" for k, v in r["stream_peak_rss_mib"].items())
             + " |"
         )
     if "dataloader" in results:

@@ -42,11 +42,15 @@ def project_modules() -> dict[str, Path]:
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             mods[".".join(parts)] = p
+        for c in (REPO / pkg).rglob("*.c"):  # compiled extension modules: leaves, they import nothing of ours
+            mods[".".join(c.relative_to(REPO).with_suffix("").parts)] = c
     return mods
 
 
 def imports_of(name: str, path: Path, mods: dict[str, Path]) -> set[str]:
     """Every project module ``name`` imports, at the top or inside a function (lazy imports count)."""
+    if path.suffix == ".c":
+        return set()
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):

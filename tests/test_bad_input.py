@@ -329,8 +329,8 @@ def test_missing_files_and_wrong_extensions(tmp_path):
     (tmp_path / "rec_td.csv").write_text("x,y,p,t\n")
     with pytest.raises(
         EventDataError,
-        match=r"rec_td.csv: unknown event file type '.csv' \(expected .h5, .hdf5, .dat or "
-        r".npy\); convert or rename it",
+        match=r"rec_td.csv: unknown event file type '.csv' \(expected .h5, .hdf5, .dat, .npy or "
+        r".raw\); convert or rename it",
     ):
         EventReader(tmp_path / "rec_td.csv", 10, 10)
     (tmp_path / "rec_bbox.csv").write_text("t,x,y,w,h\n")

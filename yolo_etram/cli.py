@@ -1,9 +1,10 @@
-"""``etram-yolo``: the stock Ultralytics CLI with this plugin active, plus ``prepare``, ``synth``, ``import-rvt`` and
-``compare``.
+"""``etram-yolo``: the stock Ultralytics CLI with this plugin active, plus ``prepare``, ``synth``, ``convert``,
+``import-rvt`` and ``compare``.
 
 Usage:
     etram-yolo synth datasets/etram_synth_raw --train 4 --val 2 --test 1
     etram-yolo prepare datasets/etram_synth_raw datasets/etram_synth --kind etram --workers 2
+    etram-yolo convert recording.raw recording_td.h5                 # between .raw, .dat, _td.h5 and .npy
     etram-yolo train model=rvt-t.yaml data=etram-synth.yaml epochs=1
     etram-yolo import-rvt rvt-b.ckpt --model rvt-b-yolox.yaml --out rvt-b-etram.pt
     etram-yolo compare runs/detect/train runs/detect/train2      # experiment records side by side
@@ -16,6 +17,7 @@ import sys
 DATA_COMMANDS = {
     "prepare": "yolo_etram.data.prepare",
     "synth": "yolo_etram.data.synth",
+    "convert": "yolo_etram.data.convert",
     "import-rvt": "yolo_etram.nn.rvt_import",
     "compare": "yolo_etram.metrics.records",
 }

@@ -80,7 +80,9 @@ class EventPredictor(DetectionPredictor):
                 window_ms=int(cfg.get("window_ms", 50)),
             )
         else:
-            raise ValueError(f"{source}: not an event recording (*_td.h5, .dat, .npy) or prepared sequence folder")
+            raise ValueError(
+                f"{source}: not an event recording (*_td.h5, .dat, .npy, .raw) or prepared sequence folder"
+            )
         self.downsample = windows.downsample
         self.dataset = EventWindowLoader(windows, fps=1e6 / windows.window_us)
         self.source_type = self.dataset.source_type

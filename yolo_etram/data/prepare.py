@@ -93,6 +93,8 @@ class SequenceResult:
     decreasing_t: int = 0
     seconds: float = 0.0
     error: str = ""
+    triggers: int = 0  # external trigger events of a camera .raw file: not CD events, skipped
+    truncated_bytes: int = 0  # a camera .raw file's last word cut short: ignored, as OpenEB ignores it
     boxes: BoxCounts = field(default_factory=BoxCounts)  # what RVT's box filters dropped or cropped (warnings)
 
 
@@ -177,6 +179,7 @@ def prepare_sequence(
         rep = StackedHistogram(reader.height, reader.width, cfg.nbins, cfg.cutoff, kind.downsample)
         n_events = write_histograms(reader, rep, frames.window_t, cfg.window_ms * 1000, paths["hist"], cfg.codec)
         repairs = reader.repairs
+        triggers, truncated = getattr(reader.src, "n_triggers", 0), getattr(reader.src, "truncated_bytes", 0)
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
         shutil.rmtree(final)
@@ -191,6 +194,8 @@ def prepare_sequence(
         repairs.out_of_frame,
         repairs.decreasing_t,
         time.perf_counter() - t_start,
+        triggers=triggers,
+        truncated_bytes=truncated,
     )
 
 
@@ -304,6 +309,14 @@ def summarize(results: list[SequenceResult]) -> str:
     oof, dec = sum(r.out_of_frame for r in results), sum(r.decreasing_t for r in results)
     if oof or dec:
         lines.append(f"repaired: {oof} out-of-frame events dropped, {dec} decreasing timestamps raised")
+    trig, cut = sum(r.triggers for r in results), [r.name for r in results if r.truncated_bytes]
+    if trig:
+        lines.append(f"{trig} external trigger events skipped (camera .raw files; they are not CD events)")
+    if cut:
+        lines.append(
+            f"{len(cut)} .raw recording(s) end in a partial word, ignored as OpenEB ignores it: "
+            f"{', '.join(cut[:5])}{' ...' if len(cut) > 5 else ''} (the recording was cut off)"
+        )
     box = {k: sum(getattr(r.boxes, k) for r in results) for k in ("nonpositive", "outside", "clipped", "outside_time")}
     if any(box.values()):
         lines.append(

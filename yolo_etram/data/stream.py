@@ -1,7 +1,8 @@
 """Event windows for prediction: 50 ms histograms built on the fly from raw recordings (the same code and bits as
 ``prepare``), or read from prepared sequences, one window at a time with bounded memory.
 
-A source is a recording (``*_td.h5``, ``*.dat``, ``*.npy``), a prepared sequence folder, or a folder of either.
+A source is a recording (``*_td.h5``, ``*.dat``, ``*.npy``, a camera's ``*.raw``), a prepared sequence folder, or a
+folder of either.
 
 Usage:
     >>> from yolo_etram.data.stream import EventWindowSource
@@ -20,10 +21,9 @@ import numpy as np
 from yolo_etram.utils.errors import EventDataError
 
 from .io import RAW_SUFFIXES, EventReader
+from .io.reader import EVENT_FILE_SUFFIXES
 from .prepared import PreparedSequence, list_sequences
 from .representation import StackedHistogram, check_downsample
-
-EVENT_FILE_SUFFIXES = (".h5", ".hdf5", ".dat", ".npy")
 
 
 @dataclass
@@ -118,7 +118,8 @@ class EventWindowSource:
             t_ends = window_ends(reader.t_start, reader.t_end, self.window_us)
             t_ends = t_ends[self._in_range(t_ends)]
             rep = StackedHistogram(reader.height, reader.width, self.nbins, self.cutoff, self.downsample)
-            for i, (t, ev) in enumerate(zip(t_ends, reader.iter_windows(t_ends, self.window_us))):
+            seek = self.start_us is not None  # a time range: start at its first window, not at the file's start
+            for i, (t, ev) in enumerate(zip(t_ends, reader.iter_windows(t_ends, self.window_us, seek=seek))):
                 yield EventWindow(rep(*ev), int(t), i, len(t_ends), path, i == 0, (reader.height, reader.width))
 
     def _prepared(self, path: Path) -> Iterator[EventWindow]:

@@ -145,30 +145,44 @@ static void evt3_count(const uint16_t *w, Py_ssize_t n, State *s, Out *o) {
 }
 
 static void evt2(const uint32_t *w, Py_ssize_t n, State *s, Out *o) {
-    Py_ssize_t i = 0;
+    long long th = s->time_high, loop = s->n_loop, base = s->t, t_max = o->t_max;
+    uint16_t *X = o->x, *Y = o->y;
+    uint8_t *P = o->p;
+    int64_t *T = o->t;
+    Py_ssize_t i = 0, k = 0;
     if (!s->seen) {
         while (i < n && (w[i] >> 28) != 0x8) i++;
         if (i == n) return;
         s->seen = 1;
-        s->time_high = w[i] & 0x0FFFFFFF;
-        s->t = (s->time_high << 6) + (s->n_loop << 34);
+        th = w[i] & 0x0FFFFFFF;
+        base = (th << 6) + (loop << 34);
     }
     for (; i < n; i++) {
         uint32_t v = w[i];
         unsigned type = v >> 28;
         if (type <= 1) {
-            emit(o, (v >> 11) & 0x7FF, v & 0x7FF, type, s->t + ((v >> 22) & 0x3F));
+            long long t = base + ((v >> 22) & 0x3F);
+            if (X) {
+                X[k] = (v >> 11) & 0x7FF; Y[k] = v & 0x7FF; P[k] = (uint8_t)type; T[k] = t;
+                if (k == 0 && o->n == 0) o->t_first = t;
+                k++;
+                if (t > t_max) t_max = t;
+            } else {
+                count(o, 1, (v >> 11) & 0x7FF, v & 0x7FF, t);
+            }
         } else if (type == 0x8) {
-            int64_t th = v & 0x0FFFFFFF;
-            if (s->time_high - th >= (1 << 28) - 1 - 10) s->n_loop++; /* base drop >= ((2^28-1)<<6) - 640 us */
-            s->time_high = th;
-            s->t = (th << 6) + (s->n_loop << 34);
+            long long new_th = v & 0x0FFFFFFF;
+            if (th - new_th >= (1 << 28) - 1 - 10) loop++; /* base drop >= ((2^28-1)<<6) - 640 us */
+            th = new_th;
+            base = (th << 6) + (loop << 34);
         } else if (type == 0xA) {
             o->trig++;
-        } else if (type >= 2 && type <= 7 || type == 9) {
+        } else if ((type >= 2 && type <= 7) || type == 9) {
             o->undefined++; /* no EVT 2.0 word has these types */
         }
     }
+    s->time_high = th; s->n_loop = loop; s->t = base;
+    if (X) { o->n += k; o->t_max = t_max; }
 }
 
 static void evt21(const uint64_t *w, Py_ssize_t n, State *s, Out *o, int legacy) {

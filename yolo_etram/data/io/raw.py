@@ -35,6 +35,7 @@ Usage:
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -381,7 +382,7 @@ def _empty():
 
 
 try:  # the compiled loops (built with the package; see _rawdecode.c): the numpy decoders above are the fallback
-    from yolo_etram.data.io import _rawdecode
+    _rawdecode = importlib.import_module(f"{__package__}._rawdecode")  # by name: an extension module, no source
 except ImportError:  # pragma: no cover - a build without a C compiler
     _rawdecode = None
 
@@ -450,10 +451,12 @@ def decode_words(
     else:
         events, trig, new = decode_evt21(words, state, legacy)
     x, y, _, t = events
+    types = _word_types(evt, np.asarray(words), legacy)
     stats = ChunkStats(
         len(t),
         trig,
         int(np.count_nonzero((x >= width) | (y >= height))),
+        int(np.count_nonzero(np.isin(types, _UNDEFINED[evt]))),
         int(t[0]) if len(t) else None,
         int(t.max()) if len(t) else None,
     )
@@ -493,33 +496,38 @@ class _Chunk:
 
 
 class RawEventSource(EventSource):
-    """A ``.raw`` file for :class:`~yolo_etram.data.io.reader.EventReader`: events by index, from memory-mapped words
-    decoded chunk by chunk. :meth:`scan` (run once, on first need) records every chunk's decoder state, event count
-    and time span, so any range is decoded from the chunk that holds it; sequential reads decode each chunk once."""
+    """A ``.raw`` file for :class:`~yolo_etram.data.io.reader.EventReader`: events by index, from words read and
+    decoded chunk by chunk (read, not memory-mapped: a mapped file's pages would stay resident in the process and its
+    memory would grow with the recording). :meth:`scan` (run once, on first need) records every chunk's decoder
+    state, event count and time span, so any range is decoded from the chunk that holds it; sequential reads decode
+    each chunk once."""
 
-    def __init__(self, path: Path, chunk_words: int = CHUNK_WORDS):
+    def __init__(self, path: Path, chunk_words: int | None = None):
         self.path = Path(path)
         self.header = read_raw_header(self.path)
         self.width, self.height = self.header.width, self.header.height
         size = self.path.stat().st_size - self.header.offset
         wb = self.header.word_bytes
         self.truncated_bytes = size % wb  # a last word cut short: ignored, as OpenEB ignores it
-        n_words = size // wb
-        dtype = {2: "<u2", 4: "<u4", 8: "<u8"}[wb]
-        try:
-            self.words = (
-                np.memmap(self.path, dtype=dtype, mode="r", offset=self.header.offset, shape=(n_words,))
-                if n_words
-                else np.zeros(0, dtype)
-            )
-        except (ValueError, OSError) as e:
-            raise EventDataError(f"{self.path}: cannot map the .raw words ({one_line(e, 200)}); re-copy it") from e
-        self.chunk_words = int(chunk_words)
+        self.n_words = size // wb
+        self.dtype = np.dtype({2: "<u2", 4: "<u4", 8: "<u8"}[wb])
+        self.file = open(self.path, "rb")
+        self.chunk_words = int(chunk_words or CHUNK_WORDS)
         self._chunks: list[_Chunk] | None = None
         self._cache: tuple[int, tuple] | None = None
         self.n_triggers = 0
 
     # -- decoding -----------------------------------------------------------------------------------------------------
+    def _words(self, start: int, stop: int) -> np.ndarray:
+        self.file.seek(self.header.offset + start * self.dtype.itemsize)
+        try:
+            words = np.fromfile(self.file, self.dtype, stop - start)
+        except OSError as e:
+            raise EventDataError(f"{self.path}: cannot read the .raw words ({one_line(e, 200)}); re-copy it") from e
+        if len(words) != stop - start:
+            raise EventDataError(f"{self.path}: the file shrank while it was read; re-copy it")
+        return words
+
     def _decode(self, words: np.ndarray, state: DecoderState, count_only: bool = False):
         h = self.header
         return decode_words(
@@ -538,18 +546,18 @@ class RawEventSource(EventSource):
         if self._chunks is not None:
             return self._chunks
         chunks, state, events, self.n_triggers, outside, undefined = [], DecoderState(), 0, 0, 0, 0
-        for start in range(0, len(self.words), self.chunk_words):
-            stop = min(start + self.chunk_words, len(self.words))
-            _, stats, new = self._decode(self.words[start:stop], state, count_only=True)
+        for start in range(0, self.n_words, self.chunk_words):
+            stop = min(start + self.chunk_words, self.n_words)
+            _, stats, new = self._decode(self._words(start, stop), state, count_only=True)
             chunks.append(_Chunk(start, stop, state, events, stats.n, stats.t_first, stats.t_max))
             state, events = new, events + stats.n
             self.n_triggers += stats.n_triggers
             outside += stats.n_outside
             undefined += stats.n_undefined
         self._chunks = chunks
-        if undefined > max(0.01 * len(self.words), 100):
+        if undefined > max(0.01 * self.n_words, 100):
             raise EventDataError(
-                f"{self.path}: {undefined} of {len(self.words)} words have types that EVT {self.header.evt} does not "
+                f"{self.path}: {undefined} of {self.n_words} words have types that EVT {self.header.evt} does not "
                 "define: the header names the wrong event format or the file is corrupt; fix the '% evt' line or "
                 "re-copy the recording"
             )
@@ -579,9 +587,24 @@ class RawEventSource(EventSource):
     def _decoded(self, i: int) -> tuple:
         if self._cache is None or self._cache[0] != i:
             c = self._chunks[i]
-            events, _, _ = self._decode(self.words[c.word_start : c.word_stop], c.state)
+            events, _, _ = self._decode(self._words(c.word_start, c.word_stop), c.state)
             self._cache = (i, events)
         return self._cache[1]
+
+    def iter_chunks(self):
+        """Every chunk's events in file order, decoded once each with the state carried: one sequential pass that
+        needs no :meth:`scan`."""
+        if self._chunks is not None:  # indexed already: the same chunks
+            for i, c in enumerate(self._chunks):
+                if c.n_events:
+                    yield self._decoded(i)
+            return
+        state = DecoderState()
+        for start in range(0, self.n_words, self.chunk_words):
+            events, stats, state = self._decode(self._words(start, min(start + self.chunk_words, self.n_words)), state)
+            self.n_triggers += stats.n_triggers
+            if stats.n:
+                yield events
 
     def read(self, start: int, stop: int):
         chunks = self.scan()
@@ -600,4 +623,11 @@ class RawEventSource(EventSource):
         return tuple(np.concatenate(cols) for cols in zip(*out)) if len(out) > 1 else out[0]
 
     def close(self) -> None:
-        self._cache = None  # the memory map goes with the last reference to it
+        self._cache = None
+        self.file.close()
+
+    def __getstate__(self):  # picklable (a prepare worker): the reopened file answers the same reads
+        return {k: v for k, v in self.__dict__.items() if k not in ("file", "_cache")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _cache=None, file=open(state["path"], "rb"))

@@ -206,10 +206,26 @@ class EventReader:
         out-of-frame events dropped (both counted in :attr:`repairs`)."""
         return self._clean(*self.src.read(start, stop), self._running_max_before(start))[:4]
 
+    def _blocks_from(self, pos: int):
+        """The file's events from event ``pos`` on, a block at a time (a self-indexing source by its own chunks)."""
+        n = self.src.n
+        indexed = hasattr(self.src, "chunk_starts")
+        if indexed and self._starts is None:
+            self._build_index()
+        while pos < n:
+            if indexed:
+                stop = self._chunk_stop(int(np.searchsorted(self._starts, pos, side="right")) - 1)
+            else:
+                stop = min(pos + self.chunk, n)
+            yield self.src.read(pos, stop)
+            pos = stop
+
     def _running_max_before(self, start: int) -> int:
         """The running maximum of the timestamps before event ``start`` (the repair's state there)."""
         if self._index_t is None:
             self._build_index()
+        if not len(self._starts):  # no events
+            return np.iinfo(np.int64).min
         c = max(int(np.searchsorted(self._starts, start, side="right")) - 1, 0)
         running = int(self._chunk_last[c - 1]) if c > 0 else np.iinfo(np.int64).min
         if start > self._starts[c]:  # the running maximum up to ``start`` within its chunk
@@ -234,26 +250,23 @@ class EventReader:
         t_ends = np.asarray(list(t_ends), np.int64)
         if np.any(np.diff(t_ends) < 0):
             raise ValueError("iter_windows needs non-decreasing window end times; use read_window for random access")
-        n = self.src.n
-        pos, running = 0, np.iinfo(np.int64).min
-        if seek and len(t_ends):
-            pos = int(self.searchsorted([t_ends[0] - duration], "left")[0])
-            running = self._running_max_before(pos)
-        indexed = hasattr(self.src, "chunk_starts")
-        if indexed and self._starts is None:
-            self._build_index()
+        if not seek and hasattr(self.src, "iter_chunks"):  # a .raw file: decoded in order, no index needed
+            blocks, n = self.src.iter_chunks(), None
+        else:
+            n = self.src.n
+            pos = int(self.searchsorted([t_ends[0] - duration], "left")[0]) if seek and len(t_ends) else 0
+            blocks = self._blocks_from(pos)
+        running = self._running_max_before(pos) if seek and len(t_ends) and n is not None else np.iinfo(np.int64).min
+        more = True
         buf = [np.zeros(0, np.int32)] * 3 + [np.zeros(0, np.int64)]
         for tau in t_ends.tolist():
             lo = tau - duration
-            while pos < n and running <= tau:  # load until an event after tau has been read (or the file ends)
-                # a source that indexes itself is read chunk by chunk (each decoded once), the others by self.chunk
-                stop = (
-                    self._chunk_stop(int(np.searchsorted(self._starts, pos, side="right")) - 1)
-                    if indexed
-                    else min(pos + self.chunk, n)
-                )
-                *block, running = self._clean(*self.src.read(pos, stop), running)
-                pos = stop
+            while more and running <= tau:  # load until an event after tau has been read (or the file ends)
+                block = next(blocks, None)
+                if block is None:
+                    more = False
+                    break
+                *block, running = self._clean(*block, running)
                 keep = int(np.searchsorted(buf[3], lo, side="left"))
                 buf = [np.concatenate([b[keep:], nb]) for b, nb in zip(buf, block)]
             start = int(np.searchsorted(buf[3], lo, side="left"))
@@ -274,7 +287,8 @@ class EventReader:
 
 def find_recordings(split_dir: str | Path) -> list[tuple[str, Path, Path]]:
     """Pairs ``(name, events_path, boxes_path)`` in a raw split folder, matched the way RVT matches them
-    (``<name>_bbox.npy`` with ``<name>_td.h5`` or ``<name>_td.dat.h5`` etc.). A box file without its event file, or an
+    (``<name>_bbox.npy`` with ``<name>_td.h5``, ``<name>_td.dat.h5``, ..., or a camera's ``<name>.raw``). A box file
+    without its event file, or an
     event file without its box file, is an error naming the file: a recording is never skipped silently."""
     split_dir = Path(split_dir)
     pairs = []
@@ -284,8 +298,8 @@ def find_recordings(split_dir: str | Path) -> list[tuple[str, Path, Path]]:
         events = next((c for c in candidates if c.is_file()), None)
         if events is None:
             raise EventDataError(
-                f"{bbox}: no event file beside it (looked for {name}_td.h5, _td.dat.h5, _td.dat, "
-                "_td.npy); add the recording or move the box file out of the folder"
+                f"{bbox}: no event file beside it (looked for {name}{', '.join(RAW_SUFFIXES)}); add the recording or "
+                "move the box file out of the folder"
             )
         pairs.append((name, events, bbox))
     paired = {p[0] for p in pairs}

@@ -47,6 +47,10 @@ _BIKE_MIX = (("bicycle", 0.88), ("motorbike", 0.12))
 _SIDEWALK_MIX = (("pedestrian", 0.94), ("wheelchair", 0.06))
 
 
+EVENT_FORMATS = ("h5", "evt3", "evt2")
+"""How a synthetic recording's events are written: eTraM's HDF5, or a Prophesee camera's EVT 3.0 / 2.0 ``.raw``."""
+
+
 @dataclass
 class SynthConfig:
     """Everything that defines a synthetic recording. Sizes and speeds scale with the sensor height (720 = eTraM)."""
@@ -77,6 +81,7 @@ class SynthConfig:
     min_visible_fraction: float = 0.1  # objects hidden behind nearer ones beyond this are not labeled
     # output
     chunk_s: float = 1.0  # events generated and written this much recording time at a time
+    event_format: str = "h5"  # h5 (eTraM's <name>_td.h5, blosc), evt3 or evt2 (a camera's <name>.raw)
 
     def __post_init__(self) -> None:
         if self.width < 32 or self.height < 32:
@@ -89,6 +94,8 @@ class SynthConfig:
             raise ValueError(f"contrast_threshold {self.contrast_threshold} out of range [0.01, 2]")
         if not 0 <= self.stop_prob <= 1:
             raise ValueError(f"stop_prob {self.stop_prob} out of range [0, 1]")
+        if self.event_format not in EVENT_FORMATS:
+            raise ValueError(f"event_format must be one of {', '.join(EVENT_FORMATS)}, not {self.event_format!r}")
         self.hot_pixel_rate_hz = tuple(self.hot_pixel_rate_hz)
         self.stop_duration_s = tuple(self.stop_duration_s)
 

@@ -15,6 +15,7 @@ import numpy as np
 from yolo_etram.utils.files import save_npz_atomic
 
 from ..io import EventH5Writer, write_boxes
+from ..io.raw_writer import RawWriter
 from .config import SynthConfig
 from .labels import _make_labels
 from .render import _SceneEventGenerator
@@ -29,11 +30,12 @@ def _recording_rngs(seed: int) -> dict[str, np.random.Generator]:
     return {name: np.random.default_rng(s) for name, s in zip(("scene", "traffic", "sensor"), children)}
 
 
-def recording_paths(path_stem: str | Path) -> dict[str, Path]:
-    """The files of one recording: ``<stem>_td.h5``, ``<stem>_bbox.npy``, ``<stem>_motion.npz``."""
+def recording_paths(path_stem: str | Path, event_format: str = "h5") -> dict[str, Path]:
+    """The files of one recording: ``<stem>_td.h5`` (or a camera's ``<stem>.raw``), ``<stem>_bbox.npy``,
+    ``<stem>_motion.npz``."""
     stem = Path(path_stem)
     return {
-        "events": stem.with_name(stem.name + "_td.h5"),
+        "events": stem.with_name(stem.name + ("_td.h5" if event_format == "h5" else ".raw")),
         "boxes": stem.with_name(stem.name + "_bbox.npy"),
         "motion": stem.with_name(stem.name + "_motion.npz"),
     }
@@ -45,7 +47,7 @@ def synthesize_recording(path_stem: str | Path, cfg: SynthConfig | None = None) 
     recording is complete."""
     cfg = cfg or SynthConfig()
     start = time.perf_counter()
-    paths = recording_paths(path_stem)
+    paths = recording_paths(path_stem, cfg.event_format)
     rngs = _recording_rngs(cfg.seed)
     ground = _Ground.for_sensor(cfg.width, cfg.height)
     crosswalk_x = float((rngs["scene"].uniform(0.3, 0.7) * cfg.width - ground.cx) / ground.ppm_near)
@@ -54,7 +56,11 @@ def synthesize_recording(path_stem: str | Path, cfg: SynthConfig | None = None) 
     sim_t0_us = -int(round(cfg.warmup_s * 1e6))
     generator = _SceneEventGenerator(cfg, ground, background, tracks, sim_t0_us, rngs["sensor"])
     n_events = 0
-    with EventH5Writer(paths["events"], cfg.width, cfg.height) as writer:
+    if cfg.event_format == "h5":
+        writer = EventH5Writer(paths["events"], cfg.width, cfg.height)
+    else:
+        writer = RawWriter(paths["events"], cfg.width, cfg.height, evt={"evt3": "3.0", "evt2": "2.0"}[cfg.event_format])
+    with writer:
         for x, y, p, t in generator.chunks():
             writer.append(x, y, p, t)
             n_events += len(t)
@@ -95,7 +101,7 @@ def synthesize_dataset(
         for i in range(count):
             stem = out_dir / split / f"synth_{split}_{i:04d}"
             summary["recordings"] += 1
-            if all(p.is_file() for p in recording_paths(stem).values()):
+            if all(p.is_file() for p in recording_paths(stem, cfg.event_format).values()):
                 summary["skipped"] += 1
                 report(f"synth {summary['recordings']}/{total} {stem.name}: exists, skipped")
                 continue
@@ -116,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     """``etram-yolo synth OUT``: write a synthetic eTraM-like raw dataset."""
     ap = argparse.ArgumentParser(
         prog="etram-yolo synth",
-        description="Write a synthetic eTraM-like raw event dataset (OUT/{train,val,test}/*_td.h5 + *_bbox.npy + "
-        "*_motion.npz); finished recordings are skipped, so an interrupted run resumes.",
+        description="Write a synthetic eTraM-like raw event dataset (OUT/{train,val,test}/*_td.h5, or *.raw with "
+        "--format raw, + *_bbox.npy + *_motion.npz); finished recordings are skipped, so an interrupted run resumes.",
     )
     ap.add_argument("out", help="output folder")
     ap.add_argument("--width", type=int, default=1280, help="sensor width (default 1280, eTraM's)")
@@ -138,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--noise-rate", type=float, default=0.1, help="background events per pixel per second")
     ap.add_argument("--render-dt-us", type=int, default=2000, help="scene/DVS time step in microseconds")
+    ap.add_argument(
+        "--format",
+        choices=("h5", "raw"),
+        default="h5",
+        help="events as eTraM's HDF5 (default) or as a Prophesee camera's .raw",
+    )
+    ap.add_argument("--evt", choices=("3.0", "2.0"), default="3.0", help="the .raw event format (default 3.0, eTraM's)")
     ap.add_argument("--quiet", action="store_true", help="no line per recording")
     args = ap.parse_args(argv)
     cfg = SynthConfig(
@@ -151,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         static_objects=args.static_objects,
         noise_rate_hz=args.noise_rate,
         render_dt_us=args.render_dt_us,
+        event_format="h5" if args.format == "h5" else "evt" + args.evt[0],
     )
     summary = synthesize_dataset(
         args.out, {"train": args.train, "val": args.val, "test": args.test}, cfg, progress=not args.quiet
