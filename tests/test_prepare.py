@@ -144,6 +144,31 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
     assert json.loads((out / "prepare_info.json").read_text())["sequences"] == 6
 
 
+def test_shards_fill_one_folder_like_a_single_run(tmp_path, capsys):
+    """``--shard K/N`` (a job array of N machines) writes each sequence once; together they equal one machine's run."""
+    raw = make_raw_dataset(tmp_path / "raw", n_per_split=2, duration_us=500_000, n_events=10_000)
+    single = prepare_dataset(raw, tmp_path / "one", progress=False)
+    assert prep.main([str(raw), str(tmp_path / "sharded"), "--shard", "1/2"]) == 0
+    first = prepare_dataset(raw, tmp_path / "sharded", progress=False, shard=(0, 2))
+    assert len(first) == 3 and len(single) == 6
+    assert not (tmp_path / "sharded" / ".in_progress").exists()
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    both = sorted(p.relative_to(tmp_path / "sharded") for p in (tmp_path / "sharded").rglob("*") if p.is_file())
+    assert one == both
+    for rel in one:
+        a, b = tmp_path / "one" / rel, tmp_path / "sharded" / rel
+        if rel.suffix == ".h5":
+            with h5py.File(a) as fa, h5py.File(b) as fb:
+                np.testing.assert_array_equal(fa["data"][:], fb["data"][:])
+        elif rel.suffix == ".npz":  # zip entries carry their write time
+            with np.load(a) as za, np.load(b) as zb:
+                assert za.files == zb.files and all(np.array_equal(za[k], zb[k]) for k in za.files), rel
+        else:
+            assert a.read_bytes() == b.read_bytes(), rel
+    assert prep.main([str(raw), str(tmp_path / "x"), "--shard", "2/2"]) == 2
+    assert "shard 2/2: need 0 <= K < N" in capsys.readouterr().err
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert prep.main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()

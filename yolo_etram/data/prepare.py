@@ -22,6 +22,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from yolo_etram.utils.errors import one_line
-from yolo_etram.utils.files import save_npy_atomic, save_npz_atomic
+from yolo_etram.utils.files import save_npy_atomic, save_npz_atomic, save_text_atomic
 
 from .io import SENSOR_SIZES, EventDataError, EventReader, blosc, find_recordings, load_boxes, open_h5
 from .labels import (
@@ -236,11 +237,17 @@ def prepare_dataset(
     splits=SPLITS,
     overwrite: bool = False,
     progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[SequenceResult]:
     """Prepare every recording of ``raw_dir/{train,val,test}`` into ``out_dir``, in parallel over recordings.
 
-    Finished sequences are skipped (resume); ``overwrite=True`` rebuilds them.
+    Finished sequences are skipped (resume); ``overwrite=True`` rebuilds them. ``shard=(k, n)`` prepares every n-th
+    recording from the k-th (0 <= k < n) of the sorted list, so n machines (a job array) fill one ``out_dir``
+    together: each sequence is written by one shard only, and the finished folder equals a one-machine run's.
     """
+    k, n = shard
+    if not (n >= 1 and 0 <= k < n):
+        raise EventDataError(f"shard {k}/{n}: need 0 <= K < N (e.g. --shard 0/4 ... --shard 3/4)")
     cfg = cfg or PrepareConfig()
     cfg.dataset_kind()  # validate early
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
@@ -256,6 +263,7 @@ def prepare_dataset(
         raise EventDataError(
             f"{raw_dir}: no recordings found (expected {'/'.join(splits)}/<name>_bbox.npy with <name>_td.h5)"
         )
+    n_sequences, jobs = len(jobs), jobs[k::n]
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = _progress(len(jobs), progress)
     results = []
@@ -269,9 +277,14 @@ def prepare_dataset(
                 results.append(fut.result())
                 bar.update(1)
     bar.close()
-    shutil.rmtree(out_dir / IN_PROGRESS, ignore_errors=True)
-    info = {"config": asdict(cfg), "sequences": len(results)}
-    (out_dir / "prepare_info.json").write_text(json.dumps(info, indent=1))
+    if n == 1:
+        shutil.rmtree(out_dir / IN_PROGRESS, ignore_errors=True)
+    else:  # other shards may be at work in there: remove only what is empty
+        for d in sorted((out_dir / IN_PROGRESS).glob("**/"), key=lambda q: -len(q.parts)):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+    info = {"config": asdict(cfg), "sequences": n_sequences}  # the same from every shard
+    save_text_atomic(out_dir / "prepare_info.json", json.dumps(info, indent=1))
     return sorted(results, key=lambda r: (SPLITS.index(r.split) if r.split in SPLITS else 9, r.name))
 
 
@@ -354,13 +367,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=1, help="parallel recordings (default 1)")
     parser.add_argument("--splits", nargs="+", default=list(SPLITS))
+    parser.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="K/N",
+        help="prepare every N-th recording from the K-th (0-based), for N machines filling one OUT_DIR "
+        "(a Slurm job array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="rebuild sequences that are already prepared")
     args = parser.parse_args(argv)
     cfg = PrepareConfig(args.kind, args.window_ms, args.nbins, args.cutoff, args.downsample, args.class_map, args.codec)
     try:
         # the bar only on a terminal: logged stderr holds nothing but the one-line errors
+        try:
+            shard = tuple(int(v) for v in args.shard.split("/"))
+            assert len(shard) == 2
+        except (ValueError, AssertionError):
+            raise EventDataError(f"--shard {args.shard}: expected K/N, e.g. 0/4") from None
         results = prepare_dataset(
-            args.raw_dir, args.out_dir, cfg, args.workers, args.splits, args.overwrite, progress=sys.stderr.isatty()
+            args.raw_dir,
+            args.out_dir,
+            cfg,
+            args.workers,
+            args.splits,
+            args.overwrite,
+            progress=sys.stderr.isatty(),
+            shard=shard,
         )
     except EventDataError as e:
         print(f"prepare: error: {one_line(e)}", file=sys.stderr)
