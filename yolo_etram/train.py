@@ -13,14 +13,16 @@ Usage:
 from __future__ import annotations
 
 import math
+import os
 import time
 from copy import copy
+from pathlib import Path
 
 import numpy as np
 import torch
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK
-from ultralytics.utils.torch_utils import unwrap_model
+from ultralytics.utils.torch_utils import get_torch_device_backend, unwrap_model
 
 from recurrent import stateful_layers
 from yolo_etram.data.build import build_event_dataloader, build_event_dataset, preprocess_event_batch
@@ -31,8 +33,9 @@ from yolo_etram.data.sampler import Sampling
 from yolo_etram.metrics.prophesee import PROPHESEE_COLUMNS
 from yolo_etram.metrics.records import reset_peak_memory, write_record
 from yolo_etram.nn.detection_model import EventDetectionModel, load_model_yaml, set_partition
+from yolo_etram.utils import distributed
 from yolo_etram.utils.errors import NonFiniteLossError, UnsupportedOptionError
-from yolo_etram.utils.patches import offline_amp_check, patched, use_safe_checkpoint_loading
+from yolo_etram.utils.patches import offline_amp_check, patched, use_safe_checkpoint_loading, validating_alone
 from yolo_etram.utils.threads import use_all_cpu_threads
 
 # Event-appropriate defaults; any of them given by the user wins.
@@ -95,6 +98,12 @@ def check_event_args(args) -> None:
             f"batch={args.batch} (AutoBatch) would run probe forwards through the recurrent state; "
             "give a batch size >= 1 (the number of stream slots)"
         )
+    world = distributed.world_size() if distributed.launched() else 1
+    if args.batch is not None and float(args.batch) >= 1 and int(args.batch) % world:
+        problems.append(
+            f"batch={args.batch} stream slots do not split evenly over {world} ranks (each rank takes batch / "
+            f"world size): give a multiple of {world}"
+        )
     if args.multi_scale:
         problems.append("multi_scale resizes histograms and changes the state's shape between batches")
     if args.rect:
@@ -117,7 +126,12 @@ class EventTrainer(DetectionTrainer):
     """Train a recurrent detector on prepared event data (``yolo train model=rvt-t.yaml data=etram.yaml``).
 
     Data YAML event keys (see ``yolo_etram.data.data_yaml``) set the clip length T, the sampling mode and the Prophesee
-    evaluation filter; ``batch`` is the number of stream slots B (each batch holds B x T windows).
+    evaluation filter; ``batch`` is the number of stream slots B (each batch holds B x T windows), over all ranks when
+    distributed (each rank streams ``batch / world_size`` slots of its own share of the sequences).
+
+    Distributed: under ``torchrun`` (one node or several) or Ultralytics' launcher (``device=0,1,...``) every rank
+    joins the process group the launcher describes (:mod:`yolo_etram.utils.distributed`): NCCL on CUDA (device
+    ``LOCAL_RANK``), gloo on CPU, the global ``WORLD_SIZE``.
     """
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks=None):
@@ -125,8 +139,31 @@ class EventTrainer(DetectionTrainer):
         reset_peak_memory()  # and its peak memory is this run's, also after other runs in the same process
         use_safe_checkpoint_loading()  # resume and pretrained weights: nothing from the file runs
         super().__init__(cfg, event_overrides(overrides), _callbacks)
+        if distributed.launched():  # a rank of torchrun or of Ultralytics' launcher: the launcher's world
+            self.world_size, self.ddp = distributed.world_size(), False
         check_event_args(self.args)
         use_all_cpu_threads(self.device)
+
+    def _setup_ddp(self):
+        """Join the launcher's process group (Ultralytics' version assumes CUDA and counts local devices), then give
+        every rank rank 0's run directory."""
+        if self.device.type == "cuda" or (self.args.device not in ("cpu", "mps") and torch.cuda.is_available()):
+            devices = [d for d in str(self.args.device or "").split(",") if d.strip().isdigit()]
+            index = (
+                int(devices[distributed.local_rank()])
+                if len(devices) > distributed.local_rank()
+                else distributed.local_rank()
+            )
+            torch.cuda.set_device(index)
+            self.device = torch.device("cuda", index)
+            os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")  # a hung collective times out (Ultralytics too)
+            self.accelerator = get_torch_device_backend(self.device)
+        distributed.init_process_group(self.device)
+        self.process_group = distributed.describe()  # for the run record, after the group is gone
+        self.save_dir = Path(distributed.broadcast(str(self.save_dir)))
+        self.wdir = self.save_dir / "weights"
+        self.last, self.best, self.csv = self.wdir / "last.pt", self.wdir / "best.pt", self.save_dir / "results.csv"
+        self.args.save_dir = str(self.save_dir)
 
     def get_dataset(self) -> dict:
         data = load_event_data(self.args.data)
@@ -208,11 +245,22 @@ class EventTrainer(DetectionTrainer):
             )
         super().optimizer_step()
 
+    def validate(self):
+        """Validate the EMA model; under DDP rank 0 alone, over the whole split (the other ranks wait for it)."""
+        if RANK > 0:
+            return None, None
+        with validating_alone(self):
+            return super().validate()
+
     def final_eval(self):
-        """Validate ``best.pt`` (stock), then write the run's ``experiment_results.json``."""
-        super().final_eval()
-        if RANK in {-1, 0}:
-            LOGGER.info(f"Experiment record: {write_record(self)}")
+        """Validate ``best.pt`` (stock), then write the run's ``experiment_results.json``; under DDP the process group
+        is dissolved first and rank 0 does this alone."""
+        distributed.leave()
+        if RANK > 0:
+            return
+        with validating_alone(self):
+            super().final_eval()
+        LOGGER.info(f"Experiment record: {write_record(self)}")
 
     def auto_batch(self):
         raise UnsupportedOptionError("AutoBatch is not supported for event streams: give batch >= 1 (stream slots)")
@@ -220,8 +268,14 @@ class EventTrainer(DetectionTrainer):
     def _setup_train(self):
         import ultralytics.engine.trainer as engine
 
-        with patched(engine, "check_amp", offline_amp_check):  # the stock check downloads yolo26n.pt
+        # the stock AMP check downloads yolo26n.pt; the stock DDP wrap passes device_ids=[None] on CPU
+        with (
+            patched(engine, "check_amp", offline_amp_check),
+            patched(torch.nn.parallel, "DistributedDataParallel", _DistributedDataParallel),
+        ):
             super()._setup_train()
+        if self.metrics is None:  # ranks other than 0 never validate
+            return
         # results.csv takes its columns from the first epoch's row: give epochs without validation the Prophesee
         # columns too, in the order validation returns them (Ultralytics' metrics, ours, then the val losses)
         stock = {k: v for k, v in self.metrics.items() if not k.startswith("val/")}
@@ -240,3 +294,12 @@ class EventTrainer(DetectionTrainer):
         boxes = np.concatenate([lb["bboxes"] for lb in labels], 0)
         cls = np.concatenate([lb["cls"] for lb in labels], 0)
         plot_labels(boxes, cls.squeeze(), names=self.data["names"], save_dir=self.save_dir, on_plot=self.on_plot)
+
+
+class _DistributedDataParallel(torch.nn.parallel.DistributedDataParallel):
+    """``DistributedDataParallel`` as Ultralytics builds it, with ``device_ids`` left out for a CPU module (gloo
+    refuses ``[None]``); a subclass, so Ultralytics' ``isinstance`` unwrapping still finds the module."""
+
+    def __init__(self, module, device_ids=None, **kwargs):
+        on_cpu = next(module.parameters()).device.type == "cpu"
+        super().__init__(module, device_ids=None if on_cpu else device_ids, **kwargs)

@@ -52,7 +52,7 @@ def build_sampler(
     import torch.distributed as dist
 
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    rank = max(rank, 0) if world > 1 else 0
+    rank = dist.get_rank() if world > 1 else 0  # the global rank: Ultralytics passes LOCAL_RANK, wrong on 2+ nodes
     if mode != "train":
         return StreamSampler(dataset, batch_size, shuffle=False, seed=seed, augment=False)
     stream_aug = dataclasses.replace(AugConfig.stream(), hflip=hflip)

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from yolo_etram.utils import distributed
 from yolo_etram.utils.errors import EventDataError
 from yolo_etram.utils.serialize import jsonable
 
@@ -138,6 +139,7 @@ def write_record(trainer) -> Path:
         "code": code_version(),
         "wall_time_s": round(time.time() - getattr(trainer, "created_at", trainer.train_time_start), 1),
         "peak_memory_mib": peak_memory_mib(),
+        "distributed": getattr(trainer, "process_group", None) or distributed.describe(),  # world_size, backend
         "epochs_run": int(trainer.epoch) + 1,
         "best_fitness": trainer.best_fitness,
         "metrics": metrics_record(getattr(validator, "prophesee", None) or {}, trainer.metrics),

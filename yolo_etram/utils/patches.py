@@ -4,7 +4,11 @@ Ultralytics has no hook for these seams; each patch is scoped to a ``with`` bloc
 
 - the trainer's ``check_amp`` downloads ``yolo26n.pt`` (offline machines fail): :func:`offline_amp_check`;
 - the standalone validator's ``check_det_dataset`` does not know event data YAMLs: our loader for the call;
-- the exporter's ``torch2onnx`` / ``torch2torchscript`` trace one input: ours trace the states too.
+- the exporter's ``torch2onnx`` / ``torch2torchscript`` trace one input: ours trace the states too;
+- the trainer's ``DistributedDataParallel`` wrap passes ``device_ids=[index]``, which a CPU (gloo) module refuses:
+  ours leaves them out on CPU (``yolo_etram.train``);
+- under DDP the validators gather their statistics from every rank and pick devices by ``RANK``: rank 0 validates
+  the whole split alone instead (the Prophesee protocol needs every sequence in one place), :func:`validating_alone`.
 
 One replacement lasts for the process, because every ``.pt`` Ultralytics opens goes through it and none may run code
 from the file: :func:`use_safe_checkpoint_loading` (``ultralytics.nn.tasks.torch_safe_load``, which fully unpickles).
@@ -58,3 +62,18 @@ def use_safe_checkpoint_loading() -> None:
         return
     if tasks.torch_safe_load is not load_ultralytics_checkpoint:
         tasks.torch_safe_load = load_ultralytics_checkpoint
+
+
+@contextlib.contextmanager
+def validating_alone(trainer) -> Iterator[None]:
+    """Ultralytics' validation as one process inside a DDP run: no loss reduction, no gathering, no barriers, the
+    device from ``args.device``. For rank 0, which validates the whole split while the other ranks wait."""
+    import ultralytics.engine.validator as engine
+    import ultralytics.models.yolo.detect.val as detect
+
+    with contextlib.ExitStack() as stack:
+        for module in (engine, detect):
+            stack.enter_context(patched(module, "RANK", -1))
+            stack.enter_context(patched(module, "LOCAL_RANK", -1))
+        stack.enter_context(patched(trainer, "world_size", 1))
+        yield
