@@ -166,7 +166,7 @@ dist.destroy_process_group()
 
 
 def run(cmd: list[str], cwd=None, timeout: int = 300) -> tuple[bool, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "4"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
         p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:

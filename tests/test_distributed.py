@@ -53,7 +53,7 @@ def torchrun(*args: str, **env: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **env},  # two ranks on this machine's cores
+        env={**os.environ, "YOLO_ETRAM_CPU_THREADS": "1", **env},  # every rank on this machine's cores, one each
     )
 
 
@@ -276,3 +276,26 @@ def test_options_that_cannot_work_are_refused_before_training(monkeypatch, overr
     with pytest.raises(UnsupportedOptionError, match=message):
         check_event_args(get_cfg(overrides=event_overrides(overrides)))
     check_event_args(get_cfg(overrides=event_overrides({"batch": 4})))  # 2 slots per rank
+
+
+def test_cpu_threads_per_rank(monkeypatch):
+    """Every core by default, shared by the ranks of a node; Ultralytics' OMP_NUM_THREADS=1 (set when it is imported)
+    does not count; YOLO_ETRAM_CPU_THREADS does."""
+    from yolo_etram.utils.threads import use_all_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        monkeypatch.delenv("YOLO_ETRAM_CPU_THREADS", raising=False)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+        use_all_cpu_threads("cpu")
+        assert torch.get_num_threads() == os.cpu_count()
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(os.cpu_count()))
+        use_all_cpu_threads("cpu")
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+        monkeypatch.setenv("YOLO_ETRAM_CPU_THREADS", "1")
+        use_all_cpu_threads("cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

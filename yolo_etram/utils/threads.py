@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import os
 
+THREADS_VARIABLE = "YOLO_ETRAM_CPU_THREADS"  # threads per process; OMP_NUM_THREADS cannot say it: Ultralytics sets 1
+
 
 def use_all_cpu_threads(device) -> None:
     """On CPU, compute with every core: Ultralytics' ``select_device`` keeps one free for image decoding, which event
     clips barely need (one small HDF5 read per clip), and that would halve the recurrent model's throughput.
 
-    ``OMP_NUM_THREADS``, when set, wins (torchrun sets 1 per rank for ``--nproc_per_node`` > 1 unless you set it);
-    otherwise the ranks of one node share its cores (``LOCAL_WORLD_SIZE``): more threads than cores slow every
-    rank 5-7x."""
+    The ranks of one node share its cores (``LOCAL_WORLD_SIZE``, set by torchrun): more threads than cores slow every
+    rank 5-7x. ``YOLO_ETRAM_CPU_THREADS`` overrides the count (e.g. a node shared with other jobs)."""
     import torch
 
     if torch.device(device).type != "cpu":
         return
-    wanted = os.environ.get("OMP_NUM_THREADS", "")
+    wanted = os.environ.get(THREADS_VARIABLE, "")
     if wanted.isdigit() and int(wanted) > 0:
         torch.set_num_threads(int(wanted))
         return
