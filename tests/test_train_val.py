@@ -34,6 +34,26 @@ def test_two_short_epochs_lower_the_loss_and_report_prophesee(tiny_events, tmp_p
     assert backbone.partition_size == (3, 4)  # the data's partition, saved with the model
 
 
+@pytest.mark.slow
+def test_results_csv_keeps_its_columns_and_plots(tiny_events, tmp_path):
+    """Epochs without validation, then the validated last one (with save_json, which makes Ultralytics add COCO
+    size columns): one set of columns, read by the parser Ultralytics' results plot uses, and the plot is drawn."""
+    import polars as pl
+    from ultralytics.utils.plotting import plot_results
+
+    model = EventYOLO("rvt-t.yaml")
+    model.train(
+        data=str(tiny_events), epochs=2, project=str(tmp_path), name="csv", **{**TRAIN, "val": False}, save_json=True
+    )
+    csv_file = tmp_path / "csv" / "results.csv"
+    widths = {line.count(",") for line in csv_file.read_text().splitlines()}
+    assert len(widths) == 1, widths
+    table = pl.read_csv(csv_file.read_bytes(), infer_schema_length=None)
+    assert table.height == 2 and "prophesee/AP" in table.columns
+    plot_results(file=csv_file)
+    assert (tmp_path / "csv" / "results.png").is_file()
+
+
 def oracle_postprocess(validator):
     """Predictions = the batch's ground truth (conf 0.9): exercises the whole scoring path with a known answer."""
 

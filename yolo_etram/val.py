@@ -179,7 +179,10 @@ class EventValidator(DetectionValidator):
             (self.save_dir / "metrics.json").write_text(json.dumps(jsonable(self.prophesee), indent=1))
         if self.args.plots:
             plot_pr_curves(self.prophesee, self.save_dir / "prophesee_PR_curve.png")
-        return super().get_stats()  # Ultralytics' metrics + Prophesee's (EventDetMetrics.results_dict)
+        stats = super().get_stats()  # Ultralytics' metrics + Prophesee's (EventDetMetrics.results_dict)
+        for size in ("small", "medium", "large"):  # save_json's COCO-by-size slots: ours are prophesee/AP_S/M/L
+            stats.pop(f"metrics/mAP_{size}(B)", None)
+        return stats
 
     def _motion_subsets(self, seq: str, n_gt: int) -> dict | None:
         """Moving / stationary ground-truth subsets of a sequence with motion ground truth (synthetic data)."""
