@@ -118,6 +118,7 @@ def main(argv=None) -> int:
         print(
             f"  {split:5s}     Prophesee AP {r['prophesee/AP']:.3f}  AP50 {r['prophesee/AP_50']:.3f}  "
             f"AP75 {r['prophesee/AP_75']:.3f}  class-agnostic AP {r['prophesee/AP_all']:.3f}  "
+            f"eTraM-table AP50 (All) {r['etram/AP50_all']:.3f}  "
             f"(Ultralytics mAP50-95 {r['metrics/mAP50-95(B)']:.3f})"
         )
     print(f"  time      {time.perf_counter() - t0:.0f} s")

@@ -164,7 +164,9 @@ def test_checkpoint_of_the_previous_layout_loads_and_computes_the_same(name):
         y = net(x)
     y = y[0] if isinstance(y, (tuple, list)) else y
     expected = np.load(FIXTURES / "outputs.npz")[name.replace("-", "_")]
-    np.testing.assert_array_equal(y.numpy(), expected)
+    # float rounding differs between CPUs and thread counts (seen: 6e-5 px on boxes of ~100 px); a wrong weight mapping
+    # is off by whole pixels
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_old_module_paths_resolve_in_a_fresh_process():

@@ -60,6 +60,8 @@ def test_every_training_run_writes_an_experiment_record(run):
     assert set(m["prophesee"]) >= {"AP", "AP_50", "AP_75", "AP_S", "AP_M", "AP_L", "AP_all"}
     assert set(m["per_class"]) == {"pedestrian", "vehicle", "micromobility"}
     assert set(m["groups"]) == {"cars", "others"}
+    assert set(m["etram_AP50"]) == {"All", "pedestrian", "vehicle", "micromobility"}  # the eTraM paper's columns
+    assert m["etram_AP50"]["All"] == m["class_agnostic"]["AP_50"]
     assert set(m["by_size"]) == {"AP_S", "AP_M", "AP_L"}
     assert {"moving", "stationary", "parked"} <= set(m["motion"])  # synthetic data carries motion ground truth
     assert "metrics/mAP50-95(B)" in m["ultralytics"]
@@ -82,6 +84,7 @@ def test_compare_reads_runs_and_prints_deltas(run, tmp_path):
     ap_row = next(line for line in table.splitlines() if line.startswith("| AP |"))
     assert "(+0.1250)" in ap_row
     assert "| group cars |" in table and "| motion stationary |" in table
+    assert "| eTraM AP50 All |" in table and "| eTraM AP50 vehicle |" in table
     out = subprocess.run(
         [sys.executable, "-m", "yolo_etram.cli", "compare", str(run), str(other)],
         capture_output=True,

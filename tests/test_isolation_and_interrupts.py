@@ -99,7 +99,7 @@ def test_resume_continues_on_the_same_schedule(tiny_events, tmp_path):
 
     def rows(run):
         with open(run / "results.csv") as f:
-            return [{k.strip(): float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+            return [{k.strip(): float(v or "nan") for k, v in r.items()} for r in csv.DictReader(f)]
 
     EventYOLO("rvt-t.yaml").train(data=str(tiny_events), epochs=2, project=str(tmp_path), name="whole", **TRAIN)
     model = EventYOLO("rvt-t.yaml")

@@ -10,6 +10,7 @@ from yolo_etram.metrics.prophesee import (
     BBOX_DTYPE,
     EVAL_BBOX_DTYPE,
     PropheseeEvaluator,
+    etram_values,
     evaluate_folder,
     filter_eval_boxes,
     filter_mask,
@@ -106,6 +107,7 @@ def test_golden_rvt_and_etram_numbers(golden, backend):
         assert result["agnostic"][ours] == pytest.approx(etram[theirs], abs=1e-6), ours
     assert result["AP_all"] == pytest.approx(0.5350, abs=5e-5)
     assert [round(result["per_class"][c], 3) for c in GEN4_CLASSES] == etram["info"]["per_class_AP"]
+    assert etram_values(result, GEN4_CLASSES)["etram/AP50_all"] == pytest.approx(etram["AP_50"], abs=1e-6)
 
     for key in ("n_gt", "n_gt_after_filter", "n_pred", "n_pred_after_filter", "n_images"):
         assert result[key] == rvt["info"][key] == etram["info"][key], key
@@ -327,7 +329,11 @@ def test_per_class_ap_equals_single_class_dataset_and_nan_without_gt():
     for k in (0, 1):
         alone = evaluate(only_classes([(gt, pred)], [k]), classes=classes)
         assert result["per_class"][classes[k]] == pytest.approx(alone["AP"], abs=1e-12)
-    assert np.isnan(result["per_class"]["never-labelled"])
+        assert result["per_class_AP50"][classes[k]] == pytest.approx(alone["AP_50"], abs=1e-12)  # eTraM's columns
+    assert np.isnan(result["per_class"]["never-labelled"]) and np.isnan(result["per_class_AP50"]["never-labelled"])
+    columns = etram_values(result, classes)
+    assert list(columns) == ["etram/AP50_all", "etram/AP50_a", "etram/AP50_b", "etram/AP50_never-labelled"]
+    assert columns["etram/AP50_all"] == result["agnostic"]["AP_50"] and columns["etram/AP50_a"] > 0
     assert result["AP"] == pytest.approx(np.mean([result["per_class"]["a"], result["per_class"]["b"]]), abs=1e-3)
 
 

@@ -6,16 +6,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ultralytics.utils import LOGGER
 
 from yolo_etram import EventYOLO
+from yolo_etram.metrics.plots import plot_validation_history
 from yolo_etram.metrics.prophesee import evaluate_folder
+from yolo_etram.utils.patches import patched
 
 TRAIN = dict(batch=2, workers=0, imgsz=128, plots=False, val=True, seed=0, deterministic=True, exist_ok=True)
 
 
 def results(run: Path) -> list[dict]:
     with open(run / "results.csv") as f:
-        return [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k.strip(): float(v or "nan") for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 @pytest.mark.slow
@@ -49,9 +52,20 @@ def test_results_csv_keeps_its_columns_and_plots(tiny_events, tmp_path):
     widths = {line.count(",") for line in csv_file.read_text().splitlines()}
     assert len(widths) == 1, widths
     table = pl.read_csv(csv_file.read_bytes(), infer_schema_length=None)
-    assert table.height == 2 and "prophesee/AP" in table.columns
-    plot_results(file=csv_file)
-    assert (tmp_path / "csv" / "results.png").is_file()
+    names = model.trainer.data["names"].values()
+    assert table.height == 2 and {"prophesee/AP", "prophesee/AP_all", "etram/AP50_all"} <= set(table.columns)
+    assert {f"etram/AP50_{n}" for n in names} <= set(table.columns)
+    # epoch 1 was not validated: its validation cells are empty, not 0 (train losses and lr are filled)
+    validation = [c for c in table.columns if c.startswith(("metrics/", "prophesee/", "etram/", "val/"))]
+    assert all(table[c][0] is None for c in validation), table.row(0, named=True)
+    assert all(table[c][1] is not None for c in validation)
+    assert all(table[c][0] is not None for c in table.columns if c.startswith(("train/", "lr/")))
+    assert table["prophesee/AP"][1] == pytest.approx(model.trainer.validator.prophesee["AP"], abs=1e-6)
+    errors = []
+    with patched(LOGGER, "error", errors.append):
+        plot_results(file=csv_file)
+    assert errors == [] and (tmp_path / "csv" / "results.png").is_file()
+    assert plot_validation_history(csv_file, tmp_path / "history.png").stat().st_size > 10_000  # ours: the APs
 
 
 def oracle_postprocess(validator):

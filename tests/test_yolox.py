@@ -400,7 +400,7 @@ def test_imported_model_finetunes_with_the_trainer(rvt_ckpt, tiny_events, tmp_pa
     )
     with open(tmp_path / "ft" / "results.csv") as f:
         row = next(csv.DictReader(f))
-    row = {k.strip(): float(v) for k, v in row.items()}
+    row = {k.strip(): float(v or "nan") for k, v in row.items()}
     for k in ("train/iou_loss", "train/obj_loss", "train/cls_loss", "val/iou_loss", "prophesee/AP_all"):
         assert k in row and np.isfinite(row[k]), k
     tuned = torch.load(tmp_path / "ft" / "weights" / "last.pt", weights_only=False)["model"]

@@ -30,7 +30,8 @@ from yolo_etram.data.data_yaml import event_settings, load_event_data
 from yolo_etram.data.dataset import EventClipDataset
 from yolo_etram.data.render import plot_batch
 from yolo_etram.data.sampler import Sampling
-from yolo_etram.metrics.prophesee import PROPHESEE_COLUMNS
+from yolo_etram.metrics.plots import plot_validation_history
+from yolo_etram.metrics.prophesee import PROPHESEE_COLUMNS, etram_columns
 from yolo_etram.metrics.records import reset_peak_memory, write_record
 from yolo_etram.nn.detection_model import EventDetectionModel, load_model_yaml, set_partition
 from yolo_etram.utils import distributed
@@ -250,7 +251,20 @@ class EventTrainer(DetectionTrainer):
         if RANK > 0:
             return None, None
         with validating_alone(self):
-            return super().validate()
+            out = super().validate()
+        self.validated_epoch = self.epoch
+        return out
+
+    def save_metrics(self, metrics: dict) -> None:
+        """Ultralytics' ``results.csv`` row, with the validation cells left empty on an epoch that was not validated
+        (Ultralytics repeats the last values, or zeros before the first validation: a plot would show fake jumps)."""
+        if getattr(self, "validated_epoch", None) != self.epoch:
+            metrics = {k: None if k in self.metrics else v for k, v in metrics.items()}
+        cells = [self.epoch + 1, time.time() - self.train_time_start, *metrics.values()]
+        header = "" if self.csv.exists() else ",".join(["epoch", "time", *metrics]) + "\n"
+        self.csv.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.csv, "a", encoding="utf-8") as f:
+            f.write(header + ",".join("" if v is None else f"{float(v):.6g}" for v in cells) + "\n")
 
     def final_eval(self):
         """Validate ``best.pt`` (stock), then write the run's ``experiment_results.json``; under DDP the process group
@@ -280,7 +294,13 @@ class EventTrainer(DetectionTrainer):
         # columns too, in the order validation returns them (Ultralytics' metrics, ours, then the val losses)
         stock = {k: v for k, v in self.metrics.items() if not k.startswith("val/")}
         losses = {k: v for k, v in self.metrics.items() if k.startswith("val/")}
-        self.metrics = {**stock, **dict.fromkeys(PROPHESEE_COLUMNS, 0.0), **losses}
+        ours = (*PROPHESEE_COLUMNS, *etram_columns(list(self.data["names"].values())))
+        self.metrics = {**stock, **dict.fromkeys(ours, 0.0), **losses}
+
+    def plot_metrics(self):
+        """``results.png`` (Ultralytics' losses and ``metrics/*``) and ``validation_history.png`` (our APs)."""
+        super().plot_metrics()
+        plot_validation_history(self.csv, self.save_dir / "validation_history.png")
 
     def plot_training_samples(self, batch: dict, ni: int) -> None:
         plot_batch(batch, self.data["names"], self.save_dir / f"train_batch{ni}.jpg")

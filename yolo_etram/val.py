@@ -37,10 +37,13 @@ from yolo_etram.metrics.prophesee import (
     EVAL_BBOX_DTYPE,
     PROPHESEE_COLUMNS,
     PropheseeEvaluator,
+    etram_values,
     save_sequence_npy,
     to_eval_boxes,
 )
 from yolo_etram.nn.detection_model import find_event_model, set_partition
+from yolo_etram.nn.exported import install_state_runner
+from yolo_etram.utils.errors import EventDataError, UnsupportedOptionError
 from yolo_etram.utils.patches import patched
 from yolo_etram.utils.serialize import jsonable
 from yolo_etram.utils.sizes import round_up
@@ -58,6 +61,7 @@ class EventDetMetrics(DetMetrics):
     def results_dict(self) -> dict:
         out = {k: float(v) for k, v in zip(self.keys, self.mean_results())}  # Ultralytics' own
         out.update({c: float(self.prophesee.get(c.split("/")[1], 0.0)) for c in PROPHESEE_COLUMNS})
+        out.update(etram_values(self.prophesee, list(self.names.values())))
         out["fitness"] = self.fitness
         return out
 
@@ -83,10 +87,27 @@ class EventValidator(DetectionValidator):
 
             data = load_event_data(self.args.data, self.args.split)
             self.args.imgsz = padded_size(data, self.args.split)  # the warmup forward must fit the partitions
-            # the standalone validator checks its data with check_det_dataset, which knows no event data YAML
-            with patched(engine, "check_det_dataset", lambda data, split=None, **kw: load_event_data(data, split)):
+            # the standalone validator checks its data with check_det_dataset, which knows no event data YAML, and
+            # builds its AutoBackend, whose stateful exports (.onnx, .torchscript) need their states fed back
+            with (
+                patched(engine, "check_det_dataset", lambda data, split=None, **kw: load_event_data(data, split)),
+                patched(engine, "AutoBackend", self._backend(engine.AutoBackend)),
+            ):
                 return super().__call__(trainer, model)
         return super().__call__(trainer, model)
+
+    def _backend(self, autobackend):
+        """Ultralytics' AutoBackend, with a stateful export's runner installed before its warmup forward; the
+        validation loader then steps as many streams as the export takes (``batch`` of the export)."""
+
+        def build(*args, **kwargs):
+            backend = autobackend(*args, **kwargs)
+            runner = install_state_runner(backend)
+            if runner is not None:
+                self.args.batch = runner.batch
+            return backend
+
+        return build
 
     def build_dataset(self, img_path: str, mode: str = "val", batch: int | None = None) -> EventClipDataset:
         return build_event_dataset(img_path, self.data, "val")
@@ -99,18 +120,23 @@ class EventValidator(DetectionValidator):
         self.is_custom_json = self.build_gdict = False  # save_json writes Prophesee .npy files (get_stats)
         self.eval_ids = None
         self.native = find_event_model(model)
-        if self.native is None:
-            raise TypeError("EventValidator needs an event model (EventDetectionModel)")
-        if self.data.get("partition"):
+        self.exported = None if self.native is not None else ExportedClipModel(model, self.dataloader)
+        if self.native is not None and self.data.get("partition"):
             set_partition(self.native, self.data["partition"])
         use_all_cpu_threads(self.device)
-        self.native.reset_states()  # the warmup (and earlier validations of this EMA copy) leave state behind
+        self.stream.reset_states()  # the warmup (and earlier validations of this EMA copy) leave state behind
         self.seq_gt, self.seq_pred, self.seq_motion = defaultdict(list), defaultdict(list), defaultdict(list)
         self.seq_names = [s.name for s in self.dataloader.dataset.sequences]
 
+    @property
+    def stream(self):
+        """What carries the recurrent state: the PyTorch model, or the runner of an exported one."""
+        return self.native if self.native is not None else self.exported
+
     def preprocess(self, batch: dict) -> dict:
-        batch = preprocess_event_batch(batch, self.device, self.native.input_multiple, half=self.args.quantize == 16)
-        self.native.reset_states(batch["is_first"])
+        multiple = self.stream.input_multiple
+        batch = preprocess_event_batch(batch, self.device, multiple, half=self.args.quantize == 16)
+        self.stream.reset_states(batch["is_first"])
         return batch
 
     def pred_to_json(self, predn: dict, pbatch: dict) -> None:
@@ -196,12 +222,14 @@ class EventValidator(DetectionValidator):
         super().print_results()
         r = self.prophesee
         LOGGER.info(
-            "Prophesee protocol (RVT evaluation): "
+            "Prophesee protocol (RVT's evaluation; AP is COCO's at IoU 0.5:0.95): "
             + ", ".join(f"{k} {r[k]:.4f}" for k in AP_KEYS)
-            + f", class-agnostic AP (eTraM 'All') {r['AP_all']:.4f}"
+            + f", class-agnostic AP {r['AP_all']:.4f}"
         )
         if r.get("per_class"):
             LOGGER.info("  per class AP: " + ", ".join(f"{n} {v:.4f}" for n, v in r["per_class"].items()))
+            etram = ", ".join(f"{n} {v:.4f}" for n, v in r["per_class_AP50"].items())
+            LOGGER.info(f"  eTraM paper's table (AP at IoU 0.5): All {r['agnostic']['AP_50']:.4f}, {etram}")
         if r.get("groups"):
             LOGGER.info("  per group AP: " + ", ".join(f"{n} {v:.4f}" for n, v in r["groups"].items()))
         if r.get("subsets"):
@@ -215,6 +243,40 @@ class EventValidator(DetectionValidator):
 
     def plot_predictions(self, batch: dict, preds: list[dict], ni: int, max_det=None) -> None:
         plot_batch(batch, self.names, self.save_dir / f"val_batch{ni}_pred.jpg", preds=preds)
+
+
+class ExportedClipModel:
+    """Validation through an exported model (an Ultralytics ``AutoBackend`` of ``.onnx``/``.torchscript``): its
+    ``forward`` becomes one call per window of a ``(B, T, C, H, W)`` clip, frame outputs in the PyTorch model's
+    order (``b * T + t``), states carried by the export's runner (stateless exports: none); inputs are zero-padded
+    to the export's fixed size."""
+
+    def __init__(self, backend, dataloader):
+        self.runner = getattr(backend, "state_runner", None)
+        self.input_multiple = tuple(int(v) for v in backend.imgsz)
+        stored = tuple(dataloader.dataset.hw)
+        if stored[0] > self.input_multiple[0] or stored[1] > self.input_multiple[1]:
+            raise EventDataError(
+                f"{backend.format} model: exported for {self.input_multiple[0]}x{self.input_multiple[1]} inputs, "
+                f"the data's windows are {stored[0]}x{stored[1]}; export again with imgsz={list(stored)} or larger"
+            )
+        if self.runner is not None and dataloader.batch_size != self.runner.batch:
+            raise UnsupportedOptionError(
+                f"the export steps {self.runner.batch} streams at once, the validation split has "
+                f"{dataloader.batch_size} stream slot(s) (one per sequence at most): export with batch=1"
+            )
+        frame_forward = backend.forward
+
+        def clip_forward(im: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            outs = [frame_forward(im[:, t], *args, **kwargs) for t in range(im.shape[1])]
+            outs = [o[0] if isinstance(o, (list, tuple)) else o for o in outs]
+            return torch.stack(outs, 1).flatten(0, 1)
+
+        backend.forward = clip_forward
+
+    def reset_states(self, is_first: torch.Tensor | None = None) -> None:
+        if self.runner is not None:
+            self.runner.reset(None if is_first is None else is_first.cpu().numpy())
 
 
 def padded_size(data: dict, split: str = "val") -> list[int]:

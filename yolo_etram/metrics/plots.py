@@ -38,3 +38,35 @@ def plot_pr_curves(result: dict[str, Any], path: str | Path, iou: float = 0.5) -
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
     return path
+
+
+def plot_validation_history(csv: str | Path, path: str | Path) -> Path | None:
+    """Save a PNG of the Prophesee and eTraM-table APs of a run's ``results.csv`` by epoch (Ultralytics' own
+    ``results.png`` draws only its ``metrics/*`` columns). Epochs without validation have empty cells: no point is
+    drawn for them. Returns None when the CSV has no such column."""
+    import polars as pl
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    data = pl.read_csv(Path(csv).read_bytes(), infer_schema_length=None)
+    titles = {
+        "prophesee/": "Prophesee protocol (COCO AP, IoU 0.5:0.95 unless named)",
+        "etram/": "eTraM paper's table (AP at IoU 0.5)",
+    }
+    panels = {title: [c for c in data.columns if c.startswith(prefix)] for prefix, title in titles.items()}
+    panels = {title: cols for title, cols in panels.items() if cols}
+    if not panels:
+        return None
+    epoch = data["epoch"].to_numpy()
+    fig = Figure(figsize=(7 * len(panels) + 3, 5), tight_layout=True)
+    for ax, (title, cols) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels.items()):
+        for c in cols:
+            y = data[c].cast(pl.Float64).to_numpy()
+            seen = ~np.isnan(y) & (y >= 0)  # COCO's -1: nothing to average (e.g. no large boxes)
+            ax.plot(epoch[seen], y[seen], marker="o", linewidth=1.5, label=c.split("/", 1)[1])
+        ax.set(xlabel="epoch", ylabel="AP", title=title, xlim=(0.5, epoch.max() + 0.5), ylim=(0, None))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path

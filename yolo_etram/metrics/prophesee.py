@@ -37,6 +37,9 @@ __all__ = [
     "BACKENDS",
     "as_eval_boxes",
     "AP_KEYS",
+    "PROPHESEE_COLUMNS",
+    "etram_columns",
+    "etram_values",
     "PropheseeEvaluator",
     "evaluate_folder",
     "filter_eval_boxes",
@@ -61,7 +64,28 @@ EVAL_BBOX_DTYPE = np.dtype(
 AP_KEYS = STAT_KEYS[:6]
 """The keys RVT returns and logs as ``val/AP`` and so on: ``COCOeval.stats[0:6]``."""
 PROPHESEE_COLUMNS = tuple(f"prophesee/{k}" for k in (*AP_KEYS, "AP_all"))
-"""The validator's Prophesee metrics as Ultralytics results columns (``results.csv``, fitness)."""
+"""The validator's Prophesee metrics as Ultralytics results columns (``results.csv``, fitness): COCO AP at IoU
+0.5:0.95 (``AP``, ``AP_all`` class-agnostic) and at 0.5 / 0.75, as RVT logs them."""
+
+
+def etram_columns(classes: Sequence[str]) -> tuple[str, ...]:
+    """The eTraM paper's table as results columns: class-agnostic AP at IoU 0.5 (its "All") and each class's AP at
+    IoU 0.5 (its per-class columns): ``etram/AP50_all``, ``etram/AP50_<class>``."""
+    return ("etram/AP50_all", *(f"etram/AP50_{_column_name(c)}" for c in classes))
+
+
+def etram_values(result: dict[str, Any], classes: Sequence[str]) -> dict[str, float]:
+    """:func:`etram_columns` filled from an :meth:`PropheseeEvaluator.evaluate` result (0 where it has nothing)."""
+    per_class = result.get("per_class_AP50") or {}
+    values = [result.get("agnostic", {}).get("AP_50", 0.0), *(per_class.get(c, 0.0) for c in classes)]
+    return {k: float(v) for k, v in zip(etram_columns(classes), values)}
+
+
+def _column_name(name: str) -> str:
+    """A class name as a CSV-safe column suffix (no separators or spaces)."""
+    return "_".join(str(name).replace(",", " ").split())
+
+
 _REQUIRED_FIELDS = ("t", "x", "y", "w", "h", "class_id")
 _LEGACY_FIELDS = {"ts": "t", "confidence": "class_confidence"}  # old Prophesee/iMerit names (RVT's reformat_boxes)
 
@@ -381,7 +405,8 @@ class PropheseeEvaluator:
         Returns:
             ``AP, AP_50, AP_75, AP_S, AP_M, AP_L`` (RVT's numbers: class-aware COCO) and ``AR_1, AR_10, AR_100``;
             ``AP_all`` and ``agnostic`` (the same nine class-agnostic stats) when ``class_agnostic``; ``per_class``
-            {name: AP} (NaN for a class without ground truth) when ``per_class``; ``groups`` {name: AP}; the counts of
+            {name: AP} and ``per_class_AP50`` {name: AP at IoU 0.5} (the eTraM table's per-class columns; NaN for a
+            class without ground truth) when ``per_class``; ``groups`` {name: AP}; the counts of
             :meth:`counts`. As in pycocotools an AP with nothing to average over (e.g. no small boxes) is -1. Like RVT,
             everything is 0 when no prediction falls into a COCO image.
 
@@ -401,6 +426,7 @@ class PropheseeEvaluator:
             result["agnostic"] = dict.fromkeys(STAT_KEYS, 0.0)
         if per_class:
             result["per_class"] = dict.fromkeys(self.classes, 0.0)
+            result["per_class_AP50"] = dict.fromkeys(self.classes, 0.0)
         if groups:
             result["groups"] = dict.fromkeys(groups, 0.0)
         subset_names = self._subset_names() if subsets else []
@@ -422,6 +448,10 @@ class PropheseeEvaluator:
         if per_class:
             result["per_class"] = {
                 name: _nan_if_missing(average_precision(aware, cat_index=[k])) for k, name in enumerate(self.classes)
+            }
+            result["per_class_AP50"] = {
+                name: _nan_if_missing(average_precision(aware, cat_index=[k], iou=0.5))
+                for k, name in enumerate(self.classes)
             }
         if groups:
             result["groups"] = {name: average_precision(aware, cat_index=sorted(m)) for name, m in groups.items()}

@@ -105,6 +105,7 @@ def metrics_record(prophesee: dict, ultralytics_metrics: dict | None = None) -> 
         "prophesee": {k: p.get(k) for k in HEADLINE if k in p},
         "by_size": {k: p.get(k) for k in ("AP_S", "AP_M", "AP_L") if k in p},
         "per_class": p.get("per_class", {}),
+        "etram_AP50": {"All": p.get("agnostic", {}).get("AP_50"), **p.get("per_class_AP50", {})} if p else {},
         "groups": p.get("groups", {}),
         "motion": {
             name: {k: v.get(k) for k in ("AP", "AP_50", "AP_all", "n_gt")}
@@ -172,6 +173,7 @@ def _rows(record: dict) -> dict[str, float | None]:
     rows: dict[str, float | None] = {k: m.get("prophesee", {}).get(k) for k in HEADLINE}
     rows.update({f"group {k}": v for k, v in m.get("groups", {}).items()})
     rows.update({f"class {k}": v for k, v in m.get("per_class", {}).items()})
+    rows.update({f"eTraM AP50 {k}": v for k, v in m.get("etram_AP50", {}).items()})
     rows.update({f"motion {k}": v.get("AP") for k, v in m.get("motion", {}).items()})
     rows["wall time (min)"] = (record.get("wall_time_s") or 0) / 60 or None
     rows["peak RSS (MiB)"] = record.get("peak_memory_mib", {}).get("rss")

@@ -161,9 +161,15 @@ class StatefulRunner:
     def batch(self) -> int:
         return self.specs[0].shape[0]
 
-    def reset(self) -> None:
-        """Zero the states: the next call starts a new sequence."""
-        self.states = None
+    def reset(self, slots: Sequence[bool] | np.ndarray | None = None) -> None:
+        """Zero the states: the next call starts a new sequence; with ``slots`` (one flag per batch row), only in the
+        flagged rows (the others go on with their sequences)."""
+        if slots is None or self.states is None or bool(np.all(slots)):
+            self.states = None
+            return
+        rows = [i for i, first in enumerate(slots) if first]
+        for state in self.states:
+            state[rows] = 0
 
     def __call__(self, images: ArrayLike) -> ArrayLike:
         if images.shape[0] != self.batch:
