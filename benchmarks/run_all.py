@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ("prepare", "raw", "dataloader", "model", "inference")
+BENCHES = ("prepare", "raw", "dataloader", "model", "inference", "vs_rvt")
 
 
 def machine() -> str:
@@ -105,6 +105,14 @@ def summary(results: dict) -> list[str]:
             f"{r['representation_ms']:.2f} / {r['pytorch_ms']:.0f} ({rt(r['pytorch_ms'])}) / "
             f"{r['onnx_ms']:.0f} ms ({rt(r['onnx_ms'])}) |"
         )
+    vs_rvt = results.get("vs_rvt", {})
+    if "skipped" in vs_rvt:
+        rows.append(f"| ours vs RVT's own code | skipped: {vs_rvt['skipped']} |")
+    for size, r in (vs_rvt if "skipped" not in vs_rvt else {}).items():
+        for name, theirs, ours in r["rows"]:
+            rows.append(
+                f"| rvt-{size} 384x640 {name}: RVT's code / ours | {theirs:.1f} / {ours:.1f} ms (**{ours / theirs:.2f}x**) |"
+            )
     return rows
 
 

@@ -192,6 +192,27 @@ def test_sequence_invariance():
         torch.testing.assert_close(c1, c2, atol=1e-5, rtol=0)
 
 
+def test_steps_one_by_one_and_batched_over_time_agree_with_gradients():
+    """Both orders of work (CPU default: every stage per time step; CUDA default: stages batched over B * T frames)
+    give the same maps, states and gradients."""
+    x = events(2, 4, 20, H, W)
+    results = {}
+    for mode in ("steps", "batched"):
+        model = make_model().train()
+        model.time_batching = mode
+        feats = model(x)
+        sum((f * torch.linspace(0, 1, f.numel()).view(f.shape)).sum() for f in feats).backward()
+        results[mode] = feats, model.states, {n: p.grad for n, p in model.named_parameters()}
+    (fs, ss, gs), (fb, sb, gb) = results["steps"], results["batched"]
+    assert_features_close(fs, fb)
+    for (h1, c1), (h2, c2) in zip(ss, sb):
+        torch.testing.assert_close(h1, h2, atol=1e-5, rtol=0)
+        torch.testing.assert_close(c1, c2, atol=1e-5, rtol=0)
+    for name in gs:
+        torch.testing.assert_close(gs[name], gb[name], atol=1e-4, rtol=1e-4, msg=name)
+    assert make_model().time_batching == "auto"
+
+
 @torch.no_grad()
 def test_frame_index_is_b_times_t_plus_t_and_slots_are_independent():
     model = make_model()

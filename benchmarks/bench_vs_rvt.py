@@ -1,0 +1,225 @@
+"""Ours beside RVT's own model code, in one run on this machine: backbone and detector forward per window (state
+carried) and the training step per window, same input, same threads.
+
+The reference is RVT's code itself (github.com/uzh-rpg/RVT, at the commit of the local git copy), built and timed by
+``../shared/tools/rvt_bench/rvt_model_bench.py`` in its own virtual environment (``setup.sh`` there): RVT's
+``YoloXDetector`` from its Hydra configs (gen4 tiny/small/base, 384x640, partition (6, 10)), ``forward_backbone`` one
+window at a time, ``forward_detect`` (3-scale PAFPN + YOLOX head, decoded, no NMS), and its training step (backbone
+over T windows with the graph kept, PAFPN + head + SimOTA loss on the labeled windows, backward). Ours is timed with
+the same protocol in a child process of this environment: our backbone, ``rvt-<size>-yolox.yaml`` (the same 3-scale
+detector) and our default ``rvt-<size>.yaml`` (4-scale PAFPN, Ultralytics head). The two alternate ``--rounds``
+times so background load hits both; each figure is the median over rounds of each run's median.
+
+    python benchmarks/bench_vs_rvt.py                      # rvt-t, 2 threads, ~4 min
+    python benchmarks/bench_vs_rvt.py --sizes t s b --json runs/bench/vs_rvt.json
+
+Needs a git copy of RVT (``$RVT_MIRROR``, or ``.mirror/uzh-rpg+RVT/repo`` in an ancestor folder) and the harness
+(``$RVT_BENCH``, or ``../shared/tools/rvt_bench`` beside this checkout); without them it prints why and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"t": "rvt-t", "s": "rvt-s", "b": "rvt-b"}
+
+
+def find_harness() -> Path | None:
+    for p in (os.environ.get("RVT_BENCH"), ROOT.parent / "shared" / "tools" / "rvt_bench"):
+        if p and (Path(p) / "rvt_model_bench.py").is_file():
+            return Path(p)
+    return None
+
+
+def find_mirror() -> Path | None:
+    if os.environ.get("RVT_MIRROR"):
+        return Path(os.environ["RVT_MIRROR"])
+    for parent in (ROOT, *ROOT.parents):
+        p = parent / ".mirror" / "uzh-rpg+RVT" / "repo"
+        if p.is_dir():
+            return p
+    return None
+
+
+def make_input(T: int, B: int, H: int, W: int, seed: int = 1, density: float = 0.1):
+    """rvt_model_bench's input: sparse uint8 counts 1..10, (T, B, 20, H, W)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand((T, B, 20, H, W), generator=g) < density
+    vals = torch.randint(1, 11, (T, B, 20, H, W), generator=g, dtype=torch.uint8)
+    return torch.where(mask, vals, torch.zeros_like(vals))
+
+
+def measure_ours(size: str, T: int, threads: int, repeats: int, warmup: int, h: int, w: int) -> dict:
+    """Runs in the child process: our models timed with rvt_model_bench's protocol."""
+    import torch
+    from ultralytics.cfg import get_cfg
+
+    sys.path.insert(0, str(ROOT))
+    from yolo_etram.nn import EventDetectionModel, set_partition
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    x_seq = make_input(T, 1, h, w).float()
+
+    def build(yaml: str):
+        model = EventDetectionModel(
+            {**EventDetectionModel(yaml, verbose=False).yaml, "event": {"channels": 20, "nbins": 10}},
+            ch=20,
+            nc=3,
+            verbose=False,
+        )
+        model.args = get_cfg()
+        set_partition(model, (6, 10))
+        return model
+
+    def per_window(fn, reset) -> float:
+        times = []
+        with torch.no_grad():
+            for rep in range(warmup + repeats):
+                reset()
+                for t in range(T):
+                    t0 = time.perf_counter()
+                    fn(x_seq[t])
+                    if rep >= warmup:
+                        times.append(1000 * (time.perf_counter() - t0))
+        return statistics.median(times)
+
+    def train_step(model) -> float:
+        frames, n_boxes = T, 4
+        batch = {
+            "img": x_seq.transpose(0, 1).contiguous(),  # (1, T, 20, H, W)
+            "cls": torch.zeros(n_boxes * frames, 1),
+            "bboxes": torch.tensor([[0.5, 0.5, 0.15, 0.2]]).repeat(n_boxes * frames, 1),
+            "batch_idx": torch.arange(frames).repeat_interleave(n_boxes).float(),
+            "labeled": torch.ones(frames, dtype=torch.bool),
+        }
+        model.train()
+        times = []
+        for rep in range(warmup + repeats):
+            model.zero_grad(set_to_none=True)
+            model.reset_states()
+            t0 = time.perf_counter()
+            loss, _ = model.loss(batch)
+            loss.sum().backward()
+            if rep >= warmup:
+                times.append(1000 * (time.perf_counter() - t0) / T)
+        return statistics.median(times)
+
+    yolox, default = build(f"{SIZES[size]}-yolox.yaml").eval(), build(f"{SIZES[size]}.yaml").eval()
+    backbone = yolox.backbone
+    out = {
+        "backbone": per_window(backbone, backbone.reset),
+        "detector": per_window(yolox, yolox.reset_states),
+        "default_forward": per_window(default, default.reset_states),
+    }
+    out["train"] = train_step(yolox)
+    out["default_train"] = train_step(default)
+    return out
+
+
+def run_rvt(python: str, harness: Path, mirror: Path, size: str, args) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rvt.json"
+        cmd = [python, str(harness / "rvt_model_bench.py"), "--size", size, "--T", str(args.T)]
+        cmd += ["--threads", str(args.threads), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+        cmd += ["--h", str(args.h), "--w", str(args.w), "--backward", "--json", str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RVT_MIRROR": str(mirror)})
+        if proc.returncode != 0:
+            raise SystemExit(f"RVT's bench failed: {proc.stderr.strip().splitlines()[-1:]}")
+        r = json.loads(out.read_text())
+    return {
+        "backbone": r["forward_ms_per_step"]["backbone"],
+        "detector": r["forward_ms_per_step"]["detector"],
+        "train": r["fwd_bwd_ms_per_step"]["median"],
+        "rvt_commit": r["meta"]["rvt_commit"][:7],
+    }
+
+
+def run_ours(size: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--child", size, "--T", str(args.T), "--threads", str(args.threads)]
+    cmd += ["--repeats", str(args.repeats), "--warmup", str(args.warmup), "--h", str(args.h), "--w", str(args.w)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"our bench failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", nargs="+", default=["t"], choices=list(SIZES))
+    ap.add_argument("--T", type=int, default=5, help="windows per pass (RVT's eTraM training length)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=2, help="alternations of RVT's run and ours")
+    ap.add_argument("--h", type=int, default=384)
+    ap.add_argument("--w", type=int, default=640)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(measure_ours(args.child, args.T, args.threads, args.repeats, args.warmup, args.h, args.w)))
+        return 0
+
+    harness, mirror = find_harness(), find_mirror()
+    skipped = None
+    if harness is None or mirror is None:
+        missing = "the rvt_bench harness ($RVT_BENCH)" if harness is None else "a git copy of RVT ($RVT_MIRROR)"
+        skipped = f"{missing} not found (see benchmarks/bench_vs_rvt.py)"
+    else:
+        setup = subprocess.run(["bash", str(harness / "setup.sh")], capture_output=True, text=True)
+        if setup.returncode != 0:
+            skipped = f"RVT's environment could not be set up: {setup.stderr.strip()[-300:]}"
+    if skipped:
+        print(f"bench_vs_rvt: skipped, {skipped}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"skipped": skipped}))
+        return 0
+    python = setup.stdout.strip().splitlines()[-1]
+
+    print(
+        f"ours vs RVT's own code, {args.h}x{args.w}, batch 1, T={args.T}, {args.threads} threads, fp32, "
+        f"median of {args.rounds} alternating rounds (each the median of {args.repeats} passes)"
+    )
+    results = {}
+    for size in args.sizes:
+        rvt, ours = [], []
+        for _ in range(args.rounds):
+            rvt.append(run_rvt(python, harness, mirror, size, args))
+            ours.append(run_ours(size, args))
+        med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
+        rows = [
+            ("backbone forward per window", med(rvt, "backbone"), med(ours, "backbone")),
+            ("detector forward (3-scale PAFPN + YOLOX)", med(rvt, "detector"), med(ours, "detector")),
+            ("training step per window (all labeled)", med(rvt, "train"), med(ours, "train")),
+        ]
+        print(f"\nrvt-{size} (RVT commit {rvt[0]['rvt_commit']})")
+        print(f"  {'what':42s} {'RVT ms':>8s} {'ours ms':>8s} {'ours/RVT':>9s}")
+        for name, a, b in rows:
+            print(f"  {name:42s} {a:8.1f} {b:8.1f} {b / a:8.2f}x")
+        fwd4, train4 = med(ours, "default_forward"), med(ours, "default_train")
+        over_fwd, over_train = fwd4 / med(ours, "detector") - 1, train4 / med(ours, "train") - 1
+        print(
+            f"  our default {SIZES[size]} (4-scale PAFPN): forward {fwd4:.1f} ms ({over_fwd:+.0%} over 3-scale), "
+            f"train {train4:.1f} ms ({over_train:+.0%})"
+        )
+        results[size] = {"rvt": rvt, "ours": ours, "rows": rows, "default": {"forward": fwd4, "train": train4}}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
