@@ -171,3 +171,39 @@ def test_non_finite_loss_stops_training_naming_the_step(tiny_events, tmp_path, m
     model = EventYOLO("rvt-t.yaml")
     with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 1, batch 2 of this run"):
         model.train(data=str(tiny_events), epochs=1, project=str(tmp_path), name="nan", **TRAIN)
+
+
+@pytest.mark.slow
+def test_tensorboard_logs_prophesee_metrics_of_validated_epochs_and_the_graph(tiny_events, tmp_path):
+    """Ultralytics' TensorBoard callback (off under pytest, so in a child process), switched on as a user does."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    script = (
+        "import sys\n"
+        "from ultralytics.utils import SETTINGS\n"
+        "SETTINGS.update(tensorboard=True)\n"
+        "from yolo_etram import EventYOLO\n"
+        "EventYOLO('rvt-t.yaml').train(data=sys.argv[1], epochs=2, batch=2, workers=0, imgsz=128, plots=False,\n"
+        "    project=sys.argv[2], name='tb', val=False, seed=0)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    env.update(YOLO_CONFIG_DIR=str(tmp_path / "settings"), YOLO_VERBOSE="True")
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_events), str(tmp_path)], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "model graph added" in out.stdout + out.stderr and "WARNING" not in out.stdout + out.stderr
+    (events,) = (tmp_path / "tb").glob("events.out.tfevents.*")
+    log = EventAccumulator(str(events))
+    log.Reload()
+    scalars = set(log.Tags()["scalars"])
+    assert {"prophesee/AP", "prophesee/AP_all", "etram/AP50_all", "train/box_loss"} <= scalars
+    # epoch 1 was not validated: no metric at step 1 (Ultralytics would log 0); epoch 2, then best.pt at step 3
+    assert [e.step for e in log.Scalars("prophesee/AP")] == [2, 3]
+    assert [e.step for e in log.Scalars("train/box_loss")] == [1, 2]
+    assert log.Tags()["graph"]

@@ -12,9 +12,11 @@ Usage:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
+import warnings
 from copy import copy
 from pathlib import Path
 
@@ -34,9 +36,11 @@ from yolo_etram.metrics.plots import plot_validation_history
 from yolo_etram.metrics.prophesee import PROPHESEE_COLUMNS, etram_columns
 from yolo_etram.metrics.records import reset_peak_memory, write_record
 from yolo_etram.nn.detection_model import EventDetectionModel, load_model_yaml, set_partition
+from yolo_etram.nn.exported import traced_graph
 from yolo_etram.utils import distributed
 from yolo_etram.utils.errors import NonFiniteLossError, UnsupportedOptionError
 from yolo_etram.utils.patches import offline_amp_check, patched, use_safe_checkpoint_loading, validating_alone
+from yolo_etram.utils.sizes import round_up
 from yolo_etram.utils.threads import use_all_cpu_threads
 
 # Event-appropriate defaults; any of them given by the user wins.
@@ -272,6 +276,7 @@ class EventTrainer(DetectionTrainer):
         distributed.leave()
         if RANK > 0:
             return
+        self.validated_epoch = self.epoch + 1  # Ultralytics reports best.pt's metrics as epoch + 1
         with validating_alone(self):
             super().final_eval()
         LOGGER.info(f"Experiment record: {write_record(self)}")
@@ -288,6 +293,7 @@ class EventTrainer(DetectionTrainer):
             patched(torch.nn.parallel, "DistributedDataParallel", _DistributedDataParallel),
         ):
             super()._setup_train()
+        self._adapt_tensorboard_callbacks()
         if self.metrics is None:  # ranks other than 0 never validate
             return
         # results.csv takes its columns from the first epoch's row: give epochs without validation the Prophesee
@@ -296,6 +302,20 @@ class EventTrainer(DetectionTrainer):
         losses = {k: v for k, v in self.metrics.items() if k.startswith("val/")}
         ours = (*PROPHESEE_COLUMNS, *etram_columns(list(self.data["names"].values())))
         self.metrics = {**stock, **dict.fromkeys(ours, 0.0), **losses}
+
+    def _adapt_tensorboard_callbacks(self) -> None:
+        """Ultralytics' TensorBoard logging, fitted to event runs: its model graph traces a square ``imgsz`` frame
+        through the stateful model (the partitions refuse it, and a trace would bake the state in), ours one padded
+        window with the states as inputs and outputs, as exported; and it logs the validation metrics of epochs that
+        were not validated (zeros or stale values), ours only fresh ones."""
+        hooks = {
+            "on_train_start": functools.partial(_log_tensorboard_graph, hw=self.train_loader.dataset.hw),
+            "on_fit_epoch_end": _log_fresh_metrics_only,
+        }
+        for event, ours in hooks.items():
+            for i, hook in enumerate(self.callbacks[event]):
+                if getattr(hook, "__module__", "") == "ultralytics.utils.callbacks.tensorboard":
+                    self.callbacks[event][i] = functools.partial(ours, hook=hook)
 
     def plot_metrics(self):
         """``results.png`` (Ultralytics' losses and ``metrics/*``) and ``validation_history.png`` (our APs)."""
@@ -314,6 +334,27 @@ class EventTrainer(DetectionTrainer):
         boxes = np.concatenate([lb["bboxes"] for lb in labels], 0)
         cls = np.concatenate([lb["cls"] for lb in labels], 0)
         plot_labels(boxes, cls.squeeze(), names=self.data["names"], save_dir=self.save_dir, on_plot=self.on_plot)
+
+
+def _log_tensorboard_graph(trainer, hw, hook) -> None:
+    import ultralytics.utils.callbacks.tensorboard as tensorboard
+
+    model = unwrap_model(trainer.model)
+    if tensorboard.WRITER is None or not stateful_layers(model):
+        return hook(trainer)
+    h, w = round_up(hw, model.input_multiple)
+    try:
+        with warnings.catch_warnings():  # torch's notes on its tracer, which add_graph uses: nothing to act on
+            warnings.simplefilter("ignore", (FutureWarning, UserWarning))
+            tensorboard.WRITER.add_graph(traced_graph(model, h, w), [])
+        LOGGER.info(f"TensorBoard: model graph added (one {h}x{w} window, LSTM states in and out)")
+    except Exception as e:  # a viewer's extra: never worth stopping a run for
+        LOGGER.info(f"TensorBoard: no model graph for this model ({type(e).__name__}: {str(e).splitlines()[0]})")
+
+
+def _log_fresh_metrics_only(trainer, hook) -> None:
+    if getattr(trainer, "validated_epoch", None) == trainer.epoch:
+        hook(trainer)
 
 
 class _DistributedDataParallel(torch.nn.parallel.DistributedDataParallel):

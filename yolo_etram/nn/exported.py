@@ -42,6 +42,7 @@ __all__ = [
     "json_value",
     "is_event_export",
     "StatefulExportModel",
+    "traced_graph",
     "StatefulRunner",
     "StatefulOnnxModel",
     "StatefulTorchScriptModel",
@@ -137,6 +138,22 @@ class StatefulExportModel(nn.Module):
             for layer in self.layers:
                 layer.reset()
         return (*(y if isinstance(y, (list, tuple)) else [y]), *new_states)
+
+
+def traced_graph(model: nn.Module, height: int, width: int) -> torch.jit.ScriptModule:
+    """A copy of ``model`` traced as a graph of one window (states in, states out, the export's head output), for
+    viewers such as TensorBoard's ``add_graph``; ``model`` itself is untouched."""
+    import copy
+
+    net = copy.deepcopy(model).eval()
+    for m in net.modules():
+        if hasattr(m, "export"):  # Detect heads: the single decoded output an export has
+            m.export, m.format = True, "torchscript"
+    p = next(net.parameters())
+    images = torch.zeros((1, net.yaml["channels"], height, width), device=p.device, dtype=p.dtype)
+    states = [torch.zeros(s.shape, device=p.device, dtype=p.dtype) for s in state_specs(net, 1, height, width)]
+    with torch.no_grad():
+        return torch.jit.trace(StatefulExportModel(net), (images, *states), strict=False, check_trace=False)
 
 
 class StatefulRunner:
