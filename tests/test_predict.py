@@ -198,3 +198,23 @@ def test_every_source_kind_gives_the_same_windows(tmp_path, tiny_events):
     wins = list(EventWindowSource(seq_dir))
     assert len(wins) == len(seq)
     np.testing.assert_array_equal(wins[3].hist, seq.histograms(3, 4)[0])
+
+
+@pytest.mark.slow
+def test_ultralytics_predict_options_on_event_windows(tmp_path):
+    """conf, classes, max_det, save_txt, save_conf and save_crop as Ultralytics users pass them; visualize stops."""
+    rec = recording(tmp_path / "a_td.h5", seed=1)
+    model = tiny_model()
+    kw = dict(conf=0.0, classes=[1], max_det=3, stream=True, project=str(tmp_path), name="p", exist_ok=True)
+    results = list(model.predict(str(rec), save_txt=True, save_conf=True, save_crop=True, verbose=False, **kw))
+    assert len(results) == 12 and all(len(r.boxes) == 3 for r in results)  # conf 0 keeps max_det boxes
+    assert all(set(r.boxes.cls.tolist()) == {1.0} for r in results)
+    labels = sorted((tmp_path / "p" / "labels").glob("*.txt"))
+    assert len(labels) == 12
+    rows = [line.split() for line in labels[0].read_text().splitlines()]
+    assert len(rows) == 3 and all(len(r) == 6 and r[0] == "1" for r in rows)  # class, xywhn, conf
+    assert all(0 <= float(v) <= 1 for r in rows for v in r[1:])
+    crops = list((tmp_path / "p" / "crops" / "vehicle").glob("*.jpg"))
+    assert len(crops) == 36  # crops of the rendered event frame
+    with pytest.raises(ValueError, match="visualize=True .* not supported"):
+        list(tiny_model().predict(str(rec), visualize=True, stream=True))

@@ -27,7 +27,7 @@ from yolo_etram.data.render import render_histogram
 from yolo_etram.data.stream import EventWindowSource, is_event_source
 from yolo_etram.nn.detection_model import find_event_model
 from yolo_etram.nn.exported import install_state_runner
-from yolo_etram.utils.errors import NonFiniteOutputError
+from yolo_etram.utils.errors import NonFiniteOutputError, UnsupportedOptionError
 from yolo_etram.utils.sizes import pad_to_multiple
 from yolo_etram.utils.threads import use_all_cpu_threads
 
@@ -61,6 +61,11 @@ class EventPredictor(DetectionPredictor):
     """Predict on event recordings with a recurrent detector (``.pt``, or ``.onnx``/``.torchscript`` with states)."""
 
     def setup_model(self, model, verbose: bool = True):
+        if self.args.visualize:
+            raise UnsupportedOptionError(
+                "visualize=True draws class-activation maps over RGB images; event windows are 20-channel histograms, "
+                "so it is not supported (save=True writes the event frames with their boxes)"
+            )
         super().setup_model(model, verbose)
         install_state_runner(self.model)  # exported recurrent models: feed the states back (no-op for .pt)
         metadata = getattr(self.model, "metadata", None)
