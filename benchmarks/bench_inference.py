@@ -1,7 +1,7 @@
 """Per-window latency of prediction on CPU: building the 50 ms histogram (representation), one PyTorch step with the
-state carried, and one ONNX Runtime step of the stateful export, for rvt-t/s/b at 384x640 (eTraM's input), on a
-synthetic 1280x720 recording halved to 640x360 like eTraM. A model keeps up with real time when a step takes at most
-one window (50 ms).
+state carried, and one step of the stateful export in ONNX Runtime and in OpenVINO (fp32), for rvt-t/s/b at 384x640
+(eTraM's input), on a synthetic 1280x720 recording halved to 640x360 like eTraM. A model keeps up with real time when
+a step takes at most one window (50 ms).
 
     python benchmarks/bench_inference.py              # ~3 minutes on 2 cores
     python benchmarks/bench_inference.py --sizes t --windows 20
@@ -62,7 +62,7 @@ def main() -> None:
     from yolo_etram.data.io import EventReader
     from yolo_etram.data.representation import StackedHistogram
     from yolo_etram.data.synth import SynthConfig, synthesize_recording
-    from yolo_etram.nn.exported import StatefulOnnxModel
+    from yolo_etram.nn.exported import StatefulOnnxModel, StatefulOpenVINOModel
 
     torch.set_num_threads(os.cpu_count() or 1)
     print(
@@ -102,12 +102,20 @@ def main() -> None:
         onnx_ms = median_ms(lambda: runner(np_frames[next(k) % len(np_frames)]), args.windows)  # noqa: F821
         del runner  # ONNX Runtime's idle threads spin for a while and would slow the next model's PyTorch timing
         gc.collect()
+        ov_runner = StatefulOpenVINOModel(model.export(format="openvino", imgsz=(384, 640)))
+        for f in np_frames[:3]:
+            ov_runner(f)
+        openvino_ms = median_ms(lambda: ov_runner(np_frames[next(k) % len(np_frames)]), args.windows)  # noqa: F821
+        del ov_runner
+        gc.collect()
         row = {"model": f"rvt-{size}", "representation_ms": rep_ms, "pytorch_ms": torch_ms, "onnx_ms": onnx_ms}
+        row["openvino_ms"] = openvino_ms
         rows.append(row)
         verdict = lambda ms: "real time" if rep_ms + ms <= 50 else f"{(rep_ms + ms) / 50:.1f}x slower than real time"
         print(
             f"rvt-{size}: PyTorch step {torch_ms:.0f} ms ({verdict(torch_ms)}), "
-            f"ONNX Runtime step {onnx_ms:.0f} ms ({verdict(onnx_ms)}); representation/step "
+            f"ONNX Runtime step {onnx_ms:.0f} ms ({verdict(onnx_ms)}), OpenVINO step {openvino_ms:.0f} ms "
+            f"({verdict(openvino_ms)}); representation/step "
             f"{rep_ms / torch_ms * 100:.1f}%"
         )
     if args.json:

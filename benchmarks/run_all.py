@@ -101,9 +101,9 @@ def summary(results: dict) -> list[str]:
     for r in results.get("inference", []):
         rt = lambda ms: "real time" if r["representation_ms"] + ms <= 50 else "not real time"  # noqa: E731
         rows.append(
-            f"| {r['model']} 384x640 inference per 50 ms window: representation / PyTorch / ONNX Runtime | "
+            f"| {r['model']} 384x640 inference per 50 ms window: representation / PyTorch / ONNX Runtime / OpenVINO | "
             f"{r['representation_ms']:.2f} / {r['pytorch_ms']:.0f} ({rt(r['pytorch_ms'])}) / "
-            f"{r['onnx_ms']:.0f} ms ({rt(r['onnx_ms'])}) |"
+            f"{r['onnx_ms']:.0f} ms ({rt(r['onnx_ms'])}) / {r.get('openvino_ms', float('nan')):.0f} ms |"
         )
     vs_rvt = results.get("vs_rvt", {})
     if "skipped" in vs_rvt:

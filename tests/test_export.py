@@ -210,8 +210,8 @@ def test_no_state_is_baked_into_the_graph(exported):
 @pytest.mark.parametrize(
     "kw, message",
     [
-        ({"format": "openvino"}, "supported formats: onnx, torchscript"),
-        ({"format": "engine"}, "supported formats: onnx, torchscript"),
+        ({"format": "engine"}, "supported formats: onnx, torchscript, openvino"),
+        ({"format": "openvino", "quantize": 8}, "quantize=8 is not supported"),
         ({"imgsz": (100, 128)}, "multiples of 96x128"),
         ({"imgsz": 128}, "multiples of 96x128"),
         ({"dynamic": True}, "dynamic=True is not supported"),

@@ -2,6 +2,7 @@
 fed back and scores exactly what the PyTorch model scores (reference: the same validator on the ``.pt``)."""
 
 import contextlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from yolo_etram.export import export_recurrent  # noqa: E402
 BIN = Path(sys.executable).parent
 HW = (96, 128)  # the tiny data's windows: partition (3, 4) needs no padding
 VAL = dict(workers=0, plots=False, save_json=True, exist_ok=True)
+OPENVINO = importlib.util.find_spec("openvino") is not None
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,8 @@ def trained(tmp_path_factory):
     with contextlib.chdir(root):
         onnx2 = export_recurrent(str(best), "onnx", imgsz=HW, batch=2)
         torchscript = export_recurrent(str(best), "torchscript", imgsz=HW)
-    return root, data, best, root / onnx2, root / torchscript
+        openvino = export_recurrent(str(best), "openvino", imgsz=HW) if OPENVINO else None
+    return root, data, best, root / onnx2, root / torchscript, openvino and root / openvino
 
 
 def predictions(folder: Path) -> dict[str, np.ndarray]:
@@ -56,7 +59,7 @@ def assert_same_detections(ours: dict, reference: dict) -> None:
 
 @pytest.mark.slow
 def test_val_on_onnx_and_torchscript_equals_pytorch(trained):
-    root, data, best, onnx2, torchscript = trained
+    root, data, best, onnx2, torchscript, _ = trained
     reference = EventYOLO(str(best)).val(data=str(data), batch=2, project=str(root), name="pt", **VAL)
     p = reference.prophesee
     assert p["AP_50"] > 0.02 and p["n_sequences"] == 3  # the model finds objects: the equality below means something
@@ -76,3 +79,27 @@ def test_val_on_onnx_and_torchscript_equals_pytorch(trained):
     assert_same_detections(predictions(root / "ts"), predictions(root / "pt"))
     ts = json.loads((root / "ts" / "metrics.json").read_text())
     assert ts["AP"] == pytest.approx(p["AP"], abs=1e-4) and ts["AP_all"] == pytest.approx(p["AP_all"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_val_and_predict_on_openvino_equal_pytorch(trained):
+    """The OpenVINO IR (Ultralytics' CPU deployment format) takes and returns the states like the ONNX export."""
+    if not OPENVINO:
+        pytest.skip("openvino is not installed")
+    root, data, best, _, _, openvino = trained
+    assert (openvino / "metadata.yaml").is_file() and list(openvino.glob("*.xml"))
+    if not (root / "pt").is_dir():
+        EventYOLO(str(best)).val(data=str(data), batch=2, project=str(root), name="pt", **VAL)
+    EventYOLO(str(openvino)).val(data=str(data), project=str(root), name="ov", **VAL)
+    assert_same_detections(predictions(root / "ov"), predictions(root / "pt"))
+    assert json.loads((root / "ov" / "metrics.json").read_text())["AP"] == pytest.approx(
+        json.loads((root / "pt" / "metrics.json").read_text())["AP"], abs=1e-4
+    )
+    recording = sorted((data.parents[1] / "raw" / "val").glob("*_td.h5"))[0]
+    kw = dict(conf=0.05, stream=True, verbose=False)
+    ours = [r.boxes.data for r in EventYOLO(str(openvino)).predict(str(recording), **kw)]
+    reference = [r.boxes.data for r in EventYOLO(str(best)).predict(str(recording), **kw)]
+    assert len(ours) == len(reference) > 10 and sum(len(b) for b in reference) > 0
+    for a, b in zip(ours, reference):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-3)

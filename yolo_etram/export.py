@@ -36,7 +36,7 @@ from yolo_etram.utils.sizes import round_up
 
 __all__ = ["RECURRENT_FORMATS", "EventExporter", "export_recurrent"]
 
-RECURRENT_FORMATS = ("onnx", "torchscript")
+RECURRENT_FORMATS = ("onnx", "torchscript", "openvino")
 
 
 class EventExporter(Exporter):
@@ -75,8 +75,8 @@ class EventExporter(Exporter):
             )
         if self.args.quantize not in (None, 16, 32, "16", "32", "fp16", "fp32"):
             raise UnsupportedOptionError(
-                f"quantize={self.args.quantize} is not supported for recurrent models (INT8 "
-                "calibration feeds images only); use quantize=32 or 16"
+                f"quantize={self.args.quantize} is not supported for recurrent models yet (INT8 calibration would need "
+                "event windows with their carried states; Ultralytics' feeds images only); use quantize=32 or 16"
             )
         imgsz = check_imgsz(self.args.imgsz, stride=int(max(model.stride)), min_dim=2)
         mh, mw = getattr(model, "input_multiple", (32, 32))
@@ -155,6 +155,30 @@ class EventExporter(Exporter):
 
         with patched(torchscript, "torch2torchscript", stateful_torch2torchscript):
             return super().export_torchscript(prefix)
+
+    def export_openvino(self, prefix=colorstr("OpenVINO:")):  # noqa: B008
+        """Stock ``export_openvino`` converting ``(images, *states) -> (output0, *new_states)`` for recurrent models,
+        with the ONNX export's input and output names."""
+        self._record_event_settings()
+        if not self.recurrent:
+            return super().export_openvino(prefix)
+        import ultralytics.utils.export.openvino as openvino
+
+        specs = self._prepare_recurrent()
+        torch2openvino = openvino.torch2openvino
+
+        def stateful_torch2openvino(model, im, *args, **kwargs):
+            ov_model = torch2openvino(StatefulExportModel(model), (im, *self._zero_states(specs)), *args, **kwargs)
+            for ports, names in (
+                (ov_model.inputs, ["images", *(s.input for s in specs)]),
+                (ov_model.outputs, ["output0", *(s.output for s in specs)]),
+            ):
+                for port, name in zip(ports, names, strict=True):
+                    port.get_tensor().set_names({name})
+            return ov_model
+
+        with patched(openvino, "torch2openvino", stateful_torch2openvino):
+            return super().export_openvino(prefix)
 
 
 def export_recurrent(

@@ -19,7 +19,7 @@ from yolo_etram.nn.detection_model import EventDetectionModel
 from yolo_etram.nn.exported import is_event_export
 from yolo_etram.nn.registry import is_plugin_model_yaml
 from yolo_etram.utils.legacy import legacy_attribute
-from yolo_etram.utils.patches import use_safe_checkpoint_loading
+from yolo_etram.utils.patches import use_safe_checkpoint_loading, use_stateful_openvino_loading
 from yolo_etram.utils.paths import find_cfg
 
 __all__ = ["EventYOLO"]
@@ -46,6 +46,7 @@ class EventYOLO(YOLO):
 
     def __init__(self, model: str | Path = "rvt-t.yaml", task: str | None = None, verbose: bool = False):
         use_safe_checkpoint_loading()  # no .pt opened in this process runs code from the file
+        use_stateful_openvino_loading()  # OpenVINO exports with state inputs load (Ultralytics' loader expects one)
         self.event_input = False  # set when a train/val/predict call is given event data
         found = find_cfg(model, "models") if isinstance(model, (str, Path)) else None
         super().__init__(model=str(found) if found else model, task=task, verbose=verbose)
@@ -58,7 +59,7 @@ class EventYOLO(YOLO):
         m = getattr(self, "model", None)
         if isinstance(m, EventDetectionModel):
             return True
-        if isinstance(m, (str, Path)) and str(m).endswith((".onnx", ".torchscript")):
+        if isinstance(m, (str, Path)) and str(m).rstrip("/").endswith((".onnx", ".torchscript", "openvino_model")):
             return is_event_export(m)
         return isinstance(getattr(self, "cfg", None), (str, Path)) and is_plugin_model_yaml(self.cfg)
 

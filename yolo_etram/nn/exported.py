@@ -46,10 +46,14 @@ __all__ = [
     "StatefulRunner",
     "StatefulOnnxModel",
     "StatefulTorchScriptModel",
+    "StatefulOpenVINOModel",
     "install_state_runner",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
+OPENVINO_CPU_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+"""How stateful OpenVINO exports compile: float32 math (OpenVINO's CPU default is bf16 where the CPU has it, which
+changes the detections), tuned for one window at a time."""
 
 
 @dataclass(frozen=True)
@@ -87,12 +91,13 @@ def read_state_specs(metadata: dict | None) -> list[StateSpec]:
 
 
 def is_event_export(path: str | Path) -> bool:
-    """Whether ``path`` is an exported model (``.onnx``, ``.torchscript``) of ours: its metadata holds event settings
-    or recurrent states."""
+    """Whether ``path`` is an exported model (``.onnx``, ``.torchscript``, ``*_openvino_model/``) of ours: its
+    metadata holds event settings or recurrent states."""
     from ultralytics.nn.backends.base import BaseBackend
 
     path = Path(path)
-    if path.suffix not in {".onnx", ".torchscript"} or not path.is_file():
+    openvino_dir = path.is_dir() and path.name.endswith("openvino_model")
+    if not openvino_dir and (path.suffix not in {".onnx", ".torchscript"} or not path.is_file()):
         return False
     metadata = BaseBackend.read_metadata(path) or {}
     return "event" in metadata or bool(read_state_specs(metadata))
@@ -295,6 +300,44 @@ class StatefulTorchScriptModel(StatefulRunner):
         return [output.cpu().numpy() if numpy_in else output, *new_states]
 
 
+class StatefulOpenVINOModel(StatefulRunner):
+    """OpenVINO runner of a stateful export (see :class:`StatefulRunner`).
+
+    Args:
+        model: the ``*_openvino_model/`` folder (or its ``.xml``), or a compiled ``openvino.CompiledModel``.
+        metadata: the export's metadata when ``model`` is compiled already (read from ``metadata.yaml`` otherwise).
+        device: OpenVINO device for a folder (default: CPU).
+
+    Example:
+        >>> runner = StatefulOpenVINOModel("best_openvino_model")
+        >>> pred = runner(np.zeros((1, 20, 384, 640), np.float32))  # numpy in, numpy out
+    """
+
+    def __init__(self, model: str | Path | Any, metadata: dict | None = None, device: str = "CPU"):
+        if isinstance(model, (str, Path)):
+            import openvino as ov
+            from ultralytics.nn.backends.base import BaseBackend
+
+            path = Path(model)
+            xml = path if path.is_file() else next(path.glob("*.xml"))
+            metadata = BaseBackend.read_metadata(xml)
+            model = ov.Core().compile_model(str(xml), device, OPENVINO_CPU_CONFIG)
+        super().__init__(read_state_specs(metadata), metadata)
+        self.compiled = model
+        self.outputs = [model.output("output0"), *(model.output(s.output) for s in self.specs)]
+
+    def _zeros(self) -> list[np.ndarray]:
+        return [np.zeros(s.shape, np.float32) for s in self.specs]
+
+    def _run(self, images: ArrayLike, states: list[np.ndarray]) -> list:
+        device = images.device if isinstance(images, torch.Tensor) else None
+        x = images.detach().cpu().numpy() if device is not None else np.asarray(images)
+        feed = {"images": x.astype(np.float32, copy=False), **{s.input: v for s, v in zip(self.specs, states)}}
+        result = self.compiled(feed)
+        output, *new_states = (result[port] for port in self.outputs)
+        return [torch.from_numpy(output).to(device) if device is not None else output, *new_states]
+
+
 def install_state_runner(autobackend: nn.Module) -> StatefulRunner | None:
     """Make an Ultralytics ``AutoBackend`` step a stateful ONNX/TorchScript export with its states carried.
 
@@ -310,7 +353,7 @@ def install_state_runner(autobackend: nn.Module) -> StatefulRunner | None:
         >>> install_state_runner(backend)
         >>> backend.reset_states(); preds = backend(frame)  # frame: (1, 20, 384, 640) float32 tensor
     """
-    from ultralytics.nn.backends import ONNXBackend, TorchScriptBackend
+    from ultralytics.nn.backends import ONNXBackend, OpenVINOBackend, TorchScriptBackend
 
     backend = autobackend.backend
     if not read_state_specs(getattr(backend, "metadata", None)):
@@ -319,8 +362,10 @@ def install_state_runner(autobackend: nn.Module) -> StatefulRunner | None:
         runner = StatefulOnnxModel(backend.session)
     elif isinstance(backend, TorchScriptBackend):
         runner = StatefulTorchScriptModel(backend.model, backend.metadata)
+    elif isinstance(backend, OpenVINOBackend):
+        runner = StatefulOpenVINOModel(backend.ov_compiled_model, backend.metadata)
     else:
-        raise TypeError(f"{type(backend).__name__}: stateful exports run with ONNX Runtime or TorchScript only")
+        raise TypeError(f"{type(backend).__name__}: stateful exports run with ONNX Runtime, TorchScript or OpenVINO")
     if "event" in backend.metadata:
         backend.metadata["event"] = backend.event = json_value(backend.metadata["event"])
     backend.forward = runner

@@ -10,8 +10,10 @@ Ultralytics has no hook for these seams; each patch is scoped to a ``with`` bloc
 - under DDP the validators gather their statistics from every rank and pick devices by ``RANK``: rank 0 validates
   the whole split alone instead (the Prophesee protocol needs every sequence in one place), :func:`validating_alone`.
 
-One replacement lasts for the process, because every ``.pt`` Ultralytics opens goes through it and none may run code
-from the file: :func:`use_safe_checkpoint_loading` (``ultralytics.nn.tasks.torch_safe_load``, which fully unpickles).
+Two replacements last for the process: every ``.pt`` Ultralytics opens goes through one, and none may run code
+from the file: :func:`use_safe_checkpoint_loading` (``ultralytics.nn.tasks.torch_safe_load``, which fully unpickles);
+and the OpenVINO backend's loader calls ``Model.input()``, which a graph with state inputs refuses (it has more than
+one): :func:`use_stateful_openvino_loading` loads our stateful exports itself and leaves every other model to it.
 
 Usage:
     >>> import ultralytics.engine.trainer as engine
@@ -62,6 +64,38 @@ def use_safe_checkpoint_loading() -> None:
         return
     if tasks.torch_safe_load is not load_ultralytics_checkpoint:
         tasks.torch_safe_load = load_ultralytics_checkpoint
+
+
+def use_stateful_openvino_loading() -> None:
+    """From now on in this process, Ultralytics' ``OpenVINOBackend`` loads a stateful export of ours (its metadata
+    names recurrent states) with one compiled CPU model and no prefetching (windows are time steps); the states are
+    fed back by :func:`~yolo_etram.nn.exported.install_state_runner`. Other models load as before. Idempotent."""
+    from functools import partial
+    from pathlib import Path
+
+    from ultralytics.nn.backends import OpenVINOBackend
+
+    from yolo_etram.nn.exported import OPENVINO_CPU_CONFIG, read_state_specs
+
+    stock = OpenVINOBackend.load_model
+    if getattr(stock, "stateful_aware", False):
+        return
+
+    def load_model(self, weight) -> None:
+        metadata = self.read_metadata(weight)
+        if not read_state_specs(metadata):
+            return stock(self, weight)
+        import openvino as ov
+
+        w = Path(weight) if Path(weight).is_file() else next(Path(weight).glob("*.xml"))
+        self.apply_metadata(metadata)
+        core = ov.Core()
+        self.read_model, self.prefetch, self.ov = None, False, ov
+        self.compile_model = partial(core.compile_model, device_name="CPU", config=OPENVINO_CPU_CONFIG)
+        self.ov_compiled_model = self.compile_model(core.read_model(model=str(w), weights=w.with_suffix(".bin")))
+
+    load_model.stateful_aware = True
+    OpenVINOBackend.load_model = load_model
 
 
 @contextlib.contextmanager
