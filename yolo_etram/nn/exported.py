@@ -34,6 +34,7 @@ from ultralytics.utils import LOGGER
 
 from recurrent import stateful_layers
 from yolo_etram.utils.errors import UnsupportedOptionError
+from yolo_etram.utils.patches import OPENVINO_CPU_CONFIG
 
 __all__ = [
     "StateSpec",
@@ -51,9 +52,6 @@ __all__ = [
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
-OPENVINO_CPU_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-"""How stateful OpenVINO exports compile: float32 math (OpenVINO's CPU default is bf16 where the CPU has it, which
-changes the detections), tuned for one window at a time."""
 
 
 @dataclass(frozen=True)

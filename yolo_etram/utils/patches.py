@@ -66,6 +66,11 @@ def use_safe_checkpoint_loading() -> None:
         tasks.torch_safe_load = load_ultralytics_checkpoint
 
 
+OPENVINO_CPU_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+"""How stateful OpenVINO exports compile: float32 math (OpenVINO's CPU default is bf16 where the CPU has it, which
+changes the detections), tuned for one window at a time."""
+
+
 def use_stateful_openvino_loading() -> None:
     """From now on in this process, Ultralytics' ``OpenVINOBackend`` loads a stateful export of ours (its metadata
     names recurrent states) with one compiled CPU model and no prefetching (windows are time steps); the states are
@@ -75,15 +80,13 @@ def use_stateful_openvino_loading() -> None:
 
     from ultralytics.nn.backends import OpenVINOBackend
 
-    from yolo_etram.nn.exported import OPENVINO_CPU_CONFIG, read_state_specs
-
     stock = OpenVINOBackend.load_model
     if getattr(stock, "stateful_aware", False):
         return
 
     def load_model(self, weight) -> None:
         metadata = self.read_metadata(weight)
-        if not read_state_specs(metadata):
+        if not metadata.get("recurrent_states"):
             return stock(self, weight)
         import openvino as ov
 
