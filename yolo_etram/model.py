@@ -59,8 +59,8 @@ class EventYOLO(YOLO):
         m = getattr(self, "model", None)
         if isinstance(m, EventDetectionModel):
             return True
-        if isinstance(m, (str, Path)) and str(m).rstrip("/").endswith((".onnx", ".torchscript", "openvino_model")):
-            return is_event_export(m)
+        if isinstance(m, (str, Path)) and is_event_export(m):  # .onnx, .torchscript, *_openvino_model/ of ours
+            return True
         return isinstance(getattr(self, "cfg", None), (str, Path)) and is_plugin_model_yaml(self.cfg)
 
     def _note_event_input(self, data=None, source=None) -> None:

@@ -88,7 +88,7 @@ class EventValidator(DetectionValidator):
             data = load_event_data(self.args.data, self.args.split)
             self.args.imgsz = padded_size(data, self.args.split)  # the warmup forward must fit the partitions
             # the standalone validator checks its data with check_det_dataset, which knows no event data YAML, and
-            # builds its AutoBackend, whose stateful exports (.onnx, .torchscript) need their states fed back
+            # builds its AutoBackend, whose stateful exports (ONNX, TorchScript, OpenVINO) need their states fed back
             with (
                 patched(engine, "check_det_dataset", lambda data, split=None, **kw: load_event_data(data, split)),
                 patched(engine, "AutoBackend", self._backend(engine.AutoBackend)),

@@ -209,10 +209,24 @@ class StatefulRunner:
         raise NotImplementedError
 
 
+class NumpyStatefulRunner(StatefulRunner):
+    """A :class:`StatefulRunner` whose engine computes on numpy arrays (ONNX Runtime, OpenVINO): torch images in give
+    a torch output back, on their device; the states stay numpy."""
+
+    def _run(self, images: ArrayLike, states: list[np.ndarray]) -> list:
+        device = images.device if isinstance(images, torch.Tensor) else None
+        x = images.detach().cpu().numpy() if device is not None else np.asarray(images)
+        output, *new_states = self._run_numpy(x, states)
+        return [torch.from_numpy(output).to(device) if device is not None else output, *new_states]
+
+    def _run_numpy(self, images: np.ndarray, states: list[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
 _ORT_FLOATS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
-class StatefulOnnxModel(StatefulRunner):
+class StatefulOnnxModel(NumpyStatefulRunner):
     """ONNX Runtime runner of a stateful export (see :class:`StatefulRunner`).
 
     Args:
@@ -249,13 +263,10 @@ class StatefulOnnxModel(StatefulRunner):
     def _zeros(self) -> list[np.ndarray]:
         return [np.zeros(s.shape, d) for s, d in zip(self.specs, self.state_dtypes)]
 
-    def _run(self, images: ArrayLike, states: list[np.ndarray]) -> list:
-        device = images.device if isinstance(images, torch.Tensor) else None
-        x = images.detach().cpu().numpy() if device is not None else np.asarray(images)
-        feed = {self.image_name: x.astype(self.image_dtype, copy=False)}
+    def _run_numpy(self, images: np.ndarray, states: list[np.ndarray]) -> list[np.ndarray]:
+        feed = {self.image_name: images.astype(self.image_dtype, copy=False)}
         feed.update({s.input: v for s, v in zip(self.specs, states)})
-        output, *new_states = self.session.run(self.output_names, feed)
-        return [torch.from_numpy(output).to(device) if device is not None else output, *new_states]
+        return self.session.run(self.output_names, feed)
 
 
 class StatefulTorchScriptModel(StatefulRunner):
@@ -298,7 +309,7 @@ class StatefulTorchScriptModel(StatefulRunner):
         return [output.cpu().numpy() if numpy_in else output, *new_states]
 
 
-class StatefulOpenVINOModel(StatefulRunner):
+class StatefulOpenVINOModel(NumpyStatefulRunner):
     """OpenVINO runner of a stateful export (see :class:`StatefulRunner`).
 
     Args:
@@ -327,17 +338,14 @@ class StatefulOpenVINOModel(StatefulRunner):
     def _zeros(self) -> list[np.ndarray]:
         return [np.zeros(s.shape, np.float32) for s in self.specs]
 
-    def _run(self, images: ArrayLike, states: list[np.ndarray]) -> list:
-        device = images.device if isinstance(images, torch.Tensor) else None
-        x = images.detach().cpu().numpy() if device is not None else np.asarray(images)
-        feed = {"images": x.astype(np.float32, copy=False), **{s.input: v for s, v in zip(self.specs, states)}}
+    def _run_numpy(self, images: np.ndarray, states: list[np.ndarray]) -> list[np.ndarray]:
+        feed = {"images": images.astype(np.float32, copy=False), **{s.input: v for s, v in zip(self.specs, states)}}
         result = self.compiled(feed)
-        output, *new_states = (result[port] for port in self.outputs)
-        return [torch.from_numpy(output).to(device) if device is not None else output, *new_states]
+        return [result[port] for port in self.outputs]
 
 
 def install_state_runner(autobackend: nn.Module) -> StatefulRunner | None:
-    """Make an Ultralytics ``AutoBackend`` step a stateful ONNX/TorchScript export with its states carried.
+    """Make an Ultralytics ``AutoBackend`` step a stateful ONNX/TorchScript/OpenVINO export with its states carried.
 
     Does nothing (returns None) unless the backend's metadata names recurrent states. Otherwise the backend's
     ``forward`` is replaced, for this instance only, by a runner built on the already loaded session/module; the
