@@ -1,6 +1,6 @@
 """``make bench``: every benchmark in one command, a summary table, and all numbers in ``runs/bench/bench.json``.
 
-    python benchmarks/run_all.py               # ~10 minutes on 2 CPU cores
+    python benchmarks/run_all.py               # ~30 minutes on 2 CPU cores
     python benchmarks/run_all.py --only model,inference
 
 Each benchmark runs as its own process (``benchmarks/bench_<name>.py --json ...``) and prints its details; the table at
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ("prepare", "raw", "dataloader", "model", "inference", "vs_rvt")
+BENCHES = ("prepare", "raw", "dataloader", "model", "throughput", "inference", "vs_rvt")
 
 
 def machine() -> str:
@@ -49,6 +49,7 @@ def machine() -> str:
     try:
         import torch
 
+        cpu += f" ({torch.backends.cpu.get_cpu_capability()})"  # AVX2 / AVX512: INT8 and bf16 speed depend on it
         if torch.cuda.is_available():
             gpu = f", {torch.cuda.get_device_name()}"
     except ImportError:
@@ -98,13 +99,25 @@ def summary(results: dict) -> list[str]:
             f"{r['forward_ms']:.1f} ms ({r['forward_fps']:.1f} fps) / {r['train_ms_per_window']:.1f} ms "
             f"({r['train_fps']:.1f} fps), peak {'GPU' if r['device'] == 'cuda' else 'RSS'} {mem:.0f} MiB |"
         )
-    for r in results.get("inference", []):
-        rt = lambda ms: "real time" if r["representation_ms"] + ms <= 50 else "not real time"  # noqa: E731
+    for r in results.get("throughput", []):
         rows.append(
-            f"| {r['model']} 384x640 inference per 50 ms window: representation / PyTorch / ONNX Runtime / OpenVINO | "
-            f"{r['representation_ms']:.2f} / {r['pytorch_ms']:.0f} ({rt(r['pytorch_ms'])}) / "
-            f"{r['onnx_ms']:.0f} ms ({rt(r['onnx_ms'])}) / {r.get('openvino_ms', float('nan')):.0f} ms |"
+            f"| {r['model']} {r['size']} training, B={r['batch']} x T={r['seq_len']} | "
+            f"{r['windows_per_s']:.1f} windows/s, peak RSS {r['peak_rss_mib']:.0f} MiB |"
         )
+    for r in results.get("inference", []):
+        cells = []
+        for runtime in ("pytorch", "onnx", "openvino", "openvino_int8"):
+            ms = r.get(f"{runtime}_ms", float("nan"))
+            cells.append(f"{ms:.0f}" + (" (real time)" if r["representation_ms"] + ms <= 50 else ""))
+        rows.append(
+            f"| {r['model']} 384x640 step per 50 ms window, each in its own process: PyTorch / ONNX Runtime / "
+            f"OpenVINO fp32 / OpenVINO INT8 (representation {r['representation_ms']:.2f} ms) | {' / '.join(cells)} ms |"
+        )
+        if "ab_int8_ms" in r:
+            rows.append(
+                f"| {r['model']} OpenVINO fp32 / INT8 in one process, alternating | {r['ab_fp32_ms']:.0f} / "
+                f"{r['ab_int8_ms']:.0f} ms (**{r['ab_fp32_ms'] / r['ab_int8_ms']:.2f}x**) |"
+            )
     vs_rvt = results.get("vs_rvt", {})
     if "skipped" in vs_rvt:
         rows.append(f"| ours vs RVT's own code | skipped: {vs_rvt['skipped']} |")

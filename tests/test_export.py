@@ -211,11 +211,11 @@ def test_no_state_is_baked_into_the_graph(exported):
     "kw, message",
     [
         ({"format": "engine"}, "supported formats: onnx, torchscript, openvino"),
-        ({"format": "openvino", "quantize": 8}, "quantize=8 is not supported"),
+        ({"format": "openvino", "quantize": 8}, "quantize=8 calibrates on event windows .* add data="),
         ({"imgsz": (100, 128)}, "multiples of 96x128"),
         ({"imgsz": 128}, "multiples of 96x128"),
         ({"dynamic": True}, "dynamic=True is not supported"),
-        ({"quantize": 8}, "quantize=8 is not supported"),
+        ({"quantize": 8}, "quantize=8 is not supported for recurrent onnx exports; INT8 .* format=openvino"),
     ],
 )
 def test_unsupported_exports_are_refused(exported, kw, message):
@@ -288,3 +288,27 @@ def test_deploy_example_matches_pytorch(exported, tmp_path):
         np.testing.assert_allclose(boxes, ref, rtol=1e-4, atol=1e-3)
         total += len(ref)
     assert total > n
+
+
+@pytest.mark.parametrize("declined", [False, True])
+def test_openvino_telemetry_is_off_without_a_consent_file(tmp_path, declined):
+    """OpenVINO's converter and NNCF send usage data to Google Analytics when no consent file exists (the negative
+    control shows it); after ``decline_openvino_telemetry`` they do not."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("openvino_telemetry")
+    script = (
+        "from yolo_etram.utils.env import decline_openvino_telemetry\n"
+        f"if {declined}: decline_openvino_telemetry()\n"
+        "import openvino_telemetry as tm\n"
+        "t = tm.Telemetry(app_name='probe', app_version='0', tid='G-0', backend='ga4', enable_opt_in_dialog=False,\n"
+        "    disable_in_ci=True)\n"
+        "print('consent', t.consent)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in {"CI", "TF_BUILD", "JENKINS_URL"}}
+    env["HOME"] = str(tmp_path)  # no consent file here
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"consent {not declined}" in out.stdout

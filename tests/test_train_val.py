@@ -175,7 +175,9 @@ def test_non_finite_loss_stops_training_naming_the_step(tiny_events, tmp_path, m
 
 @pytest.mark.slow
 def test_tensorboard_logs_prophesee_metrics_of_validated_epochs_and_the_graph(tiny_events, tmp_path):
-    """Ultralytics' TensorBoard callback (off under pytest, so in a child process), switched on as a user does."""
+    """Ultralytics' TensorBoard callback (off under pytest, so in a child process), switched on as a user does; and
+    the metric loggers (W&B, MLflow, ClearML, ...) see no stale validation metrics on epochs without validation."""
+    import json
     import os
     import subprocess
     import sys
@@ -187,9 +189,17 @@ def test_tensorboard_logs_prophesee_metrics_of_validated_epochs_and_the_graph(ti
         "import sys\n"
         "from ultralytics.utils import SETTINGS\n"
         "SETTINGS.update(tensorboard=True)\n"
+        "import json\n"
         "from yolo_etram import EventYOLO\n"
-        "EventYOLO('rvt-t.yaml').train(data=sys.argv[1], epochs=2, batch=2, workers=0, imgsz=128, plots=False,\n"
+        "seen = []\n"  # a stand-in for W&B/MLflow/ClearML, which log trainer.metrics the same way
+        "def log_metrics(trainer):\n"
+        "    seen.append(sorted(trainer.metrics))\n"
+        "log_metrics.__module__ = 'ultralytics.utils.callbacks.mlflow'\n"
+        "model = EventYOLO('rvt-t.yaml')\n"
+        "model.add_callback('on_fit_epoch_end', log_metrics)\n"
+        "model.train(data=sys.argv[1], epochs=2, batch=2, workers=0, imgsz=128, plots=False,\n"
         "    project=sys.argv[2], name='tb', val=False, seed=0)\n"
+        "open(sys.argv[2] + '/mlflow.json', 'w').write(json.dumps(seen))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
     env.update(YOLO_CONFIG_DIR=str(tmp_path / "settings"), YOLO_VERBOSE="True")
@@ -207,3 +217,8 @@ def test_tensorboard_logs_prophesee_metrics_of_validated_epochs_and_the_graph(ti
     assert [e.step for e in log.Scalars("prophesee/AP")] == [2, 3]
     assert [e.step for e in log.Scalars("train/box_loss")] == [1, 2]
     assert log.Tags()["graph"]
+    logged = json.loads((tmp_path / "mlflow.json").read_text())
+    # epoch 1 not validated: no stale validation metrics; epoch 2 and best.pt's final validation: ours with the stock
+    assert len(logged) == 3 and logged[0] == [], logged
+    for metrics in logged[1:]:
+        assert {"prophesee/AP", "etram/AP50_all", "metrics/mAP50-95(B)"} <= set(metrics)

@@ -17,7 +17,9 @@ Usage:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 from ultralytics.engine.exporter import Exporter
-from ultralytics.utils import DEFAULT_CFG, colorstr
+from ultralytics.utils import DEFAULT_CFG, LOGGER, colorstr
 from ultralytics.utils.checks import check_imgsz
 
 from recurrent import stateful_layers
 from yolo_etram.nn.exported import StatefulExportModel, StateSpec, state_specs
+from yolo_etram.utils.env import decline_openvino_telemetry
 from yolo_etram.utils.errors import UnsupportedOptionError
 from yolo_etram.utils.patches import patched
 from yolo_etram.utils.sizes import round_up
@@ -73,10 +76,17 @@ class EventExporter(Exporter):
                 "dynamic=True is not supported for recurrent models: the state shapes follow "
                 "the input size, so export one model per imgsz"
             )
-        if self.args.quantize not in (None, 16, 32, "16", "32", "fp16", "fp32"):
+        if str(self.args.quantize) in ("8", "int8") and fmt == "openvino":
+            if not self.args.data:
+                raise UnsupportedOptionError(
+                    "quantize=8 calibrates on event windows with their carried states: add data=<event data YAML> "
+                    "(its val split, or split=...)"
+                )
+            self.args.quantize = 8
+        elif self.args.quantize not in (None, 16, 32, "16", "32", "fp16", "fp32"):
             raise UnsupportedOptionError(
-                f"quantize={self.args.quantize} is not supported for recurrent models yet (INT8 calibration would need "
-                "event windows with their carried states; Ultralytics' feeds images only); use quantize=32 or 16"
+                f"quantize={self.args.quantize} is not supported for recurrent {fmt} exports; INT8 (quantize=8 "
+                "data=...) is supported for format=openvino, else use quantize=32 or 16"
             )
         imgsz = check_imgsz(self.args.imgsz, stride=int(max(model.stride)), min_dim=2)
         mh, mw = getattr(model, "input_multiple", (32, 32))
@@ -103,6 +113,40 @@ class EventExporter(Exporter):
     def _zero_states(self, specs: Sequence[StateSpec]) -> list[torch.Tensor]:
         # The LSTM keeps its state in float32 even when the images are fp16.
         return [torch.zeros(s.shape, dtype=torch.float32, device=self.im.device) for s in specs]
+
+    def get_int8_calibration_dataloader(self, prefix=""):
+        """Recurrent models calibrate on prepared event windows, each with the states the float model carried into
+        it (:func:`~yolo_etram.data.calibration.calibration_inputs`); stock models on Ultralytics' images."""
+        if not self.recurrent:
+            return super().get_int8_calibration_dataloader(prefix)
+        from yolo_etram.data.calibration import calibration_inputs
+        from yolo_etram.data.data_yaml import load_event_data
+
+        split = self.args.split or "val"
+        data = load_event_data(self.args.data, split)
+        specs = self._state_specs()
+        stateful = StatefulExportModel(self.model)
+
+        @torch.no_grad()
+        def step(images: torch.Tensor, states: list[torch.Tensor]) -> list[torch.Tensor]:
+            return list(stateful(images.to(self.im.dtype), *states)[1:])
+
+        LOGGER.info(f"{prefix} collecting INT8 calibration windows and their carried states from '{self.args.data}'")
+        samples = calibration_inputs(
+            data,
+            split,
+            self.im.shape[-2:],
+            self.im.shape[0],
+            step,
+            lambda: self._zero_states(specs),
+            fraction=float(f) if isinstance(f := self.args.fraction, (int, float)) and 0 < f <= 1 else 1.0,
+        )
+        LOGGER.info(f"{prefix} {len(samples)} calibration windows of '{split}'")
+        return samples
+
+    def _transform_fn(self, data_item):
+        # our calibration items already are the graph's inputs, (images, *states), as numpy arrays
+        return data_item if self.recurrent else super()._transform_fn(data_item)
 
     def _record_event_settings(self) -> None:
         """Put the model's event settings (how windows are built) into the export's metadata."""
@@ -158,7 +202,8 @@ class EventExporter(Exporter):
 
     def export_openvino(self, prefix=colorstr("OpenVINO:")):  # noqa: B008
         """Stock ``export_openvino`` converting ``(images, *states) -> (output0, *new_states)`` for recurrent models,
-        with the ONNX export's input and output names."""
+        with the ONNX export's input and output names; ``quantize=8`` calibrates on event windows with their states."""
+        decline_openvino_telemetry()  # OpenVINO's converter and NNCF would send usage data without a consent file
         self._record_event_settings()
         if not self.recurrent:
             return super().export_openvino(prefix)
@@ -177,8 +222,23 @@ class EventExporter(Exporter):
                     port.get_tensor().set_names({name})
             return ov_model
 
-        with patched(openvino, "torch2openvino", stateful_torch2openvino):
+        quiet = _quiet_nncf() if self.args.quantize == 8 else contextlib.nullcontext()
+        with patched(openvino, "torch2openvino", stateful_torch2openvino), quiet:
             return super().export_openvino(prefix)
+
+
+@contextlib.contextmanager
+def _quiet_nncf():
+    """NNCF logs one INFO line per operation it leaves unquantized (hundreds); keep its warnings and progress bars."""
+    import nncf  # noqa: F401  (its import sets the level this changes)
+
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def export_recurrent(

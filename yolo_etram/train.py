@@ -65,6 +65,8 @@ EVENT_TRAIN_DEFAULTS = dict(
     perspective=0.0,
     flipud=0.0,
 )
+# Ultralytics' experiment loggers (modules of ultralytics.utils.callbacks) that log trainer.metrics at every epoch end.
+METRIC_LOGGERS = ("wb", "mlflow", "clearml", "comet", "dvc")
 # Image augmentations that would corrupt event histograms: refused when switched on.
 IMAGE_AUGMENTATIONS = (
     "mosaic",
@@ -293,7 +295,7 @@ class EventTrainer(DetectionTrainer):
             patched(torch.nn.parallel, "DistributedDataParallel", _DistributedDataParallel),
         ):
             super()._setup_train()
-        self._adapt_tensorboard_callbacks()
+        self._adapt_logger_callbacks()
         if self.metrics is None:  # ranks other than 0 never validate
             return
         # results.csv takes its columns from the first epoch's row: give epochs without validation the Prophesee
@@ -303,18 +305,22 @@ class EventTrainer(DetectionTrainer):
         ours = (*PROPHESEE_COLUMNS, *etram_columns(list(self.data["names"].values())))
         self.metrics = {**stock, **dict.fromkeys(ours, 0.0), **losses}
 
-    def _adapt_tensorboard_callbacks(self) -> None:
-        """Ultralytics' TensorBoard logging, fitted to event runs: its model graph traces a square ``imgsz`` frame
-        through the stateful model (the partitions refuse it, and a trace would bake the state in), ours one padded
-        window with the states as inputs and outputs, as exported; and it logs the validation metrics of epochs that
-        were not validated (zeros or stale values), ours only fresh ones."""
+    def _adapt_logger_callbacks(self) -> None:
+        """Ultralytics' experiment loggers, fitted to event runs. They log ``trainer.metrics`` at every epoch end, which
+        holds zeros or the last validation's values on epochs that were not validated: TensorBoard then logs nothing,
+        W&B, MLflow, ClearML, Comet and DVC log their other values (losses, learning rates) without validation metrics.
+        TensorBoard's model graph traces a square ``imgsz`` frame through the stateful model (the partitions refuse
+        it, and a trace would bake the state in); ours traces one padded window with the states as inputs and
+        outputs, as exported."""
+        graph = functools.partial(_log_tensorboard_graph, hw=self.train_loader.dataset.hw)
         hooks = {
-            "on_train_start": functools.partial(_log_tensorboard_graph, hw=self.train_loader.dataset.hw),
-            "on_fit_epoch_end": _log_fresh_metrics_only,
+            ("tensorboard", "on_train_start"): graph,
+            ("tensorboard", "on_fit_epoch_end"): _log_fresh_metrics_only,
+            **{(name, "on_fit_epoch_end"): _without_stale_metrics for name in METRIC_LOGGERS},
         }
-        for event, ours in hooks.items():
+        for (name, event), ours in hooks.items():
             for i, hook in enumerate(self.callbacks[event]):
-                if getattr(hook, "__module__", "") == "ultralytics.utils.callbacks.tensorboard":
+                if getattr(hook, "__module__", "") == f"ultralytics.utils.callbacks.{name}":
                     self.callbacks[event][i] = functools.partial(ours, hook=hook)
 
     def plot_metrics(self):
@@ -355,6 +361,16 @@ def _log_tensorboard_graph(trainer, hw, hook) -> None:
 def _log_fresh_metrics_only(trainer, hook) -> None:
     if getattr(trainer, "validated_epoch", None) == trainer.epoch:
         hook(trainer)
+
+
+def _without_stale_metrics(trainer, hook) -> None:
+    if getattr(trainer, "validated_epoch", None) == trainer.epoch:
+        return hook(trainer)
+    metrics, trainer.metrics = trainer.metrics, {}
+    try:
+        hook(trainer)
+    finally:
+        trainer.metrics = metrics
 
 
 class _DistributedDataParallel(torch.nn.parallel.DistributedDataParallel):
