@@ -66,7 +66,7 @@ EVENT_TRAIN_DEFAULTS = dict(
     flipud=0.0,
 )
 # Ultralytics' experiment loggers (modules of ultralytics.utils.callbacks) that log trainer.metrics at every epoch end.
-METRIC_LOGGERS = ("wb", "mlflow", "clearml", "comet", "dvc")
+METRIC_LOGGERS = ("tensorboard", "wb", "mlflow", "clearml", "comet", "dvc")
 # Image augmentations that would corrupt event histograms: refused when switched on.
 IMAGE_AUGMENTATIONS = (
     "mosaic",
@@ -307,15 +307,14 @@ class EventTrainer(DetectionTrainer):
 
     def _adapt_logger_callbacks(self) -> None:
         """Ultralytics' experiment loggers, fitted to event runs. They log ``trainer.metrics`` at every epoch end, which
-        holds zeros or the last validation's values on epochs that were not validated: TensorBoard then logs nothing,
-        W&B, MLflow, ClearML, Comet and DVC log their other values (losses, learning rates) without validation metrics.
+        holds zeros or the last validation's values on epochs that were not validated: there they see no validation
+        metrics (TensorBoard then logs nothing; W&B, MLflow, ClearML, Comet and DVC their losses and learning rates).
         TensorBoard's model graph traces a square ``imgsz`` frame through the stateful model (the partitions refuse
         it, and a trace would bake the state in); ours traces one padded window with the states as inputs and
         outputs, as exported."""
         graph = functools.partial(_log_tensorboard_graph, hw=self.train_loader.dataset.hw)
         hooks = {
             ("tensorboard", "on_train_start"): graph,
-            ("tensorboard", "on_fit_epoch_end"): _log_fresh_metrics_only,
             **{(name, "on_fit_epoch_end"): _without_stale_metrics for name in METRIC_LOGGERS},
         }
         for (name, event), ours in hooks.items():
@@ -356,11 +355,6 @@ def _log_tensorboard_graph(trainer, hw, hook) -> None:
         LOGGER.info(f"TensorBoard: model graph added (one {h}x{w} window, LSTM states in and out)")
     except Exception as e:  # a viewer's extra: never worth stopping a run for
         LOGGER.info(f"TensorBoard: no model graph for this model ({type(e).__name__}: {str(e).splitlines()[0]})")
-
-
-def _log_fresh_metrics_only(trainer, hook) -> None:
-    if getattr(trainer, "validated_epoch", None) == trainer.epoch:
-        hook(trainer)
 
 
 def _without_stale_metrics(trainer, hook) -> None:
