@@ -103,8 +103,11 @@ class RecurrentStateMixin:
         if not fits:
             self._init_recurrent_state()
             return None
-        if not torch.is_inference_mode_enabled() and states[0][0].is_inference():
-            # a state left by an inference_mode forward (e.g. a validation loop) cannot enter autograd as it is
+        # a state left by an inference_mode forward (e.g. a validation loop) cannot enter autograd as it is. Skipped
+        # under torch.compile, where these two checks would split the graph: there ``reset(mask)``, which the trainer
+        # calls before every batch, gives normal tensors (masked_fill outside inference_mode)
+        compiling = torch.compiler.is_compiling()
+        if not compiling and not torch.is_inference_mode_enabled() and states[0][0].is_inference():
             states = [(h.clone(), c.clone()) for h, c in states]
         return states
 
