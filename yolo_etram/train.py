@@ -238,7 +238,8 @@ class EventTrainer(DetectionTrainer):
         from yolo_etram.val import EventValidator
 
         head = unwrap_model(self.model).model[-1]  # YOLOX heads: iou/obj/cls losses
-        self.loss_names = tuple(getattr(head, "loss_names", ("box_loss", "cls_loss", "dfl_loss")))
+        box_loss = "dfl_loss" if getattr(head, "reg_max", 16) > 1 else "l1_loss"  # DFL-free head: CIoU + L1
+        self.loss_names = tuple(getattr(head, "loss_names", ("box_loss", "cls_loss", box_loss)))
         return EventValidator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
 
     def optimizer_step(self):
