@@ -10,7 +10,12 @@ the same protocol in a child process of this environment: our backbone, ``rvt-<s
 detector) and our default ``rvt-<size>.yaml`` (4-scale PAFPN, Ultralytics head). The two alternate ``--rounds``
 times so background load hits both; each figure is the median over rounds of each run's median.
 
-    python benchmarks/bench_vs_rvt.py                      # rvt-t, 2 threads, ~4 min
+Each side runs twice: with glibc's allocator defaults, and with freed memory kept for reuse
+(:func:`yolo_etram.utils.allocator.keep_freed_memory`, which our trainer, validator and predictor turn on for CPU work;
+RVT's process gets the same three settings through glibc's ``MALLOC_*_`` environment variables). So the table shows
+what the code itself costs (same allocator setting on both sides) and what each tool gives as shipped.
+
+    python benchmarks/bench_vs_rvt.py                      # rvt-t, 2 threads, ~8 min
     python benchmarks/bench_vs_rvt.py --sizes t s b --json runs/bench/vs_rvt.json
 
 Needs a git copy of RVT (``$RVT_MIRROR``, or ``.mirror/uzh-rpg+RVT/repo`` in an ancestor folder) and the harness
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -60,14 +66,27 @@ def make_input(T: int, B: int, H: int, W: int, seed: int = 1, density: float = 0
     return torch.where(mask, vals, torch.zeros_like(vals))
 
 
-def measure_ours(size: str, T: int, threads: int, repeats: int, warmup: int, h: int, w: int) -> dict:
+# glibc's names for keep_freed_memory's mallopt settings, for RVT's process
+KEPT_MEMORY_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+    "MALLOC_TOP_PAD_": str(256 << 20),
+}
+
+
+def measure_ours(
+    size: str, T: int, threads: int, repeats: int, warmup: int, h: int, w: int, keep_memory: bool = True
+) -> dict:
     """Runs in the child process: our models timed with rvt_model_bench's protocol."""
     import torch
     from ultralytics.cfg import get_cfg
 
     sys.path.insert(0, str(ROOT))
     from yolo_etram.nn import EventDetectionModel, set_partition
+    from yolo_etram.utils.allocator import keep_freed_memory
 
+    if keep_memory and not keep_freed_memory("cpu"):
+        raise SystemExit("keep_freed_memory is not available here (glibc only)")
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     x_seq = make_input(T, 1, h, w).float()
@@ -128,17 +147,27 @@ def measure_ours(size: str, T: int, threads: int, repeats: int, warmup: int, h: 
     return out
 
 
-def run_rvt(python: str, harness: Path, mirror: Path, size: str, args) -> dict:
+def run_counted(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run a child; also return its minor page faults and system CPU seconds (the kernel's share of its time)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return proc, {"faults": after.ru_minflt - before.ru_minflt, "sys_s": after.ru_stime - before.ru_stime}
+
+
+def run_rvt(python: str, harness: Path, mirror: Path, size: str, args, keep_memory: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rvt.json"
         cmd = [python, str(harness / "rvt_model_bench.py"), "--size", size, "--T", str(args.T)]
         cmd += ["--threads", str(args.threads), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
         cmd += ["--h", str(args.h), "--w", str(args.w), "--backward", "--json", str(out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RVT_MIRROR": str(mirror)})
+        env = {**os.environ, "RVT_MIRROR": str(mirror), **(KEPT_MEMORY_ENV if keep_memory else {})}
+        proc, counted = run_counted(cmd, env=env)
         if proc.returncode != 0:
             raise SystemExit(f"RVT's bench failed: {proc.stderr.strip().splitlines()[-1:]}")
         r = json.loads(out.read_text())
     return {
+        **counted,
         "backbone": r["forward_ms_per_step"]["backbone"],
         "detector": r["forward_ms_per_step"]["detector"],
         "train": r["fwd_bwd_ms_per_step"]["median"],
@@ -146,13 +175,14 @@ def run_rvt(python: str, harness: Path, mirror: Path, size: str, args) -> dict:
     }
 
 
-def run_ours(size: str, args) -> dict:
+def run_ours(size: str, args, keep_memory: bool) -> dict:
     cmd = [sys.executable, __file__, "--child", size, "--T", str(args.T), "--threads", str(args.threads)]
+    cmd += [] if keep_memory else ["--glibc-defaults"]
     cmd += ["--repeats", str(args.repeats), "--warmup", str(args.warmup), "--h", str(args.h), "--w", str(args.w)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc, counted = run_counted(cmd)
     if proc.returncode != 0:
         raise SystemExit(f"our bench failed: {proc.stderr.strip()[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), **counted}
 
 
 def main() -> int:
@@ -167,9 +197,13 @@ def main() -> int:
     ap.add_argument("--w", type=int, default=640)
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--glibc-defaults", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(measure_ours(args.child, args.T, args.threads, args.repeats, args.warmup, args.h, args.w)))
+        keep = not args.glibc_defaults
+        print(
+            json.dumps(measure_ours(args.child, args.T, args.threads, args.repeats, args.warmup, args.h, args.w, keep))
+        )
         return 0
 
     harness, mirror = find_harness(), find_mirror()
@@ -194,27 +228,49 @@ def main() -> int:
     )
     results = {}
     for size in args.sizes:
-        rvt, ours = [], []
+        runs = {(who, keep): [] for who in ("rvt", "ours") for keep in (False, True)}
         for _ in range(args.rounds):
-            rvt.append(run_rvt(python, harness, mirror, size, args))
-            ours.append(run_ours(size, args))
-        med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
-        rows = [
-            ("backbone forward per window", med(rvt, "backbone"), med(ours, "backbone")),
-            ("detector forward (3-scale PAFPN + YOLOX)", med(rvt, "detector"), med(ours, "detector")),
-            ("training step per window (all labeled)", med(rvt, "train"), med(ours, "train")),
-        ]
-        print(f"\nrvt-{size} (RVT commit {rvt[0]['rvt_commit']})")
-        print(f"  {'what':42s} {'RVT ms':>8s} {'ours ms':>8s} {'ours/RVT':>9s}")
-        for name, a, b in rows:
-            print(f"  {name:42s} {a:8.1f} {b:8.1f} {b / a:8.2f}x")
-        fwd4, train4 = med(ours, "default_forward"), med(ours, "default_train")
-        over_fwd, over_train = fwd4 / med(ours, "detector") - 1, train4 / med(ours, "train") - 1
+            for keep in (False, True):
+                runs["rvt", keep].append(run_rvt(python, harness, mirror, size, args, keep))
+                runs["ours", keep].append(run_ours(size, args, keep))
+        med = {
+            key: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "rvt_commit"}
+            for key, rs in runs.items()
+        }
+        what = {
+            "backbone": "backbone forward per window",
+            "detector": "detector forward (3-scale PAFPN + YOLOX)",
+            "train": "training step per window (all labeled)",
+        }
         print(
-            f"  our default {SIZES[size]} (4-scale PAFPN): forward {fwd4:.1f} ms ({over_fwd:+.0%} over 3-scale), "
+            f"\nrvt-{size} (RVT commit {runs['rvt', False][0]['rvt_commit']}), ms; 'kept': freed memory kept for reuse"
+        )
+        print(
+            f"  {'what':42s} {'RVT':>7s} {'ours':>7s} {'ratio':>6s} | {'RVT kept':>8s} {'ours kept':>9s} {'ratio':>6s}"
+        )
+        for k, name in what.items():
+            a, b, ak, bk = med["rvt", False][k], med["ours", False][k], med["rvt", True][k], med["ours", True][k]
+            print(f"  {name:42s} {a:7.1f} {b:7.1f} {b / a:5.2f}x | {ak:8.1f} {bk:9.1f} {bk / ak:5.2f}x")
+        for who in ("rvt", "ours"):
+            d, k = med[who, False], med[who, True]
+            print(
+                f"  {'RVT' if who == 'rvt' else 'ours'} whole run: minor page faults {d['faults'] / 1e3:.0f} k -> "
+                f"{k['faults'] / 1e3:.0f} k kept, system CPU {d['sys_s']:.1f} s -> {k['sys_s']:.1f} s"
+            )
+        shipped = {k: med["ours", True][k] / med["rvt", False][k] for k in what}
+        print("  as shipped (ours kept / RVT default): " + ", ".join(f"{k} {v:.2f}x" for k, v in shipped.items()))
+        ours = med["ours", True]
+        fwd4, train4 = ours["default_forward"], ours["default_train"]
+        over_fwd, over_train = fwd4 / ours["detector"] - 1, train4 / ours["train"] - 1
+        print(
+            f"  our default {SIZES[size]} (4-scale PAFPN, kept): forward {fwd4:.1f} ms ({over_fwd:+.0%} over 3-scale), "
             f"train {train4:.1f} ms ({over_train:+.0%})"
         )
-        results[size] = {"rvt": rvt, "ours": ours, "rows": rows, "default": {"forward": fwd4, "train": train4}}
+        results[size] = {
+            "medians": {f"{who}{'_kept' if keep else ''}": m for (who, keep), m in med.items()},
+            "as_shipped_ratio": shipped,
+            "rvt_commit": runs["rvt", False][0]["rvt_commit"],
+        }
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=1))

@@ -216,6 +216,19 @@ def test_resume_skips_finished_recordings(tmp_path):
     assert a == recording_paths(tmp_path / "train" / "synth_train_0000")["events"].read_bytes()
 
 
+def test_workers_write_the_same_recordings(tmp_path):
+    """Two processes (spawned) write byte-identical files to one process's, and report every recording."""
+    cfg = replace(SMALL, duration_s=0.3)
+    serial = synthesize_dataset(tmp_path / "serial", {"train": 2, "val": 1}, cfg, progress=False)
+    lines = []
+    parallel = synthesize_dataset(tmp_path / "parallel", {"train": 2, "val": 1}, cfg, progress=lines.append, workers=2)
+    assert serial["written"] == parallel["written"] == len(lines) == 3
+    assert (serial["n_events"], serial["n_boxes"]) == (parallel["n_events"], parallel["n_boxes"])
+    for path in sorted((tmp_path / "serial").rglob("*.*")):
+        twin = tmp_path / "parallel" / path.relative_to(tmp_path / "serial")
+        assert twin.read_bytes() == path.read_bytes(), twin
+
+
 def test_cli_writes_a_small_split(tmp_path, capsys):
     assert (
         main(

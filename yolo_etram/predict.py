@@ -27,6 +27,7 @@ from yolo_etram.data.render import render_histogram
 from yolo_etram.data.stream import EventWindowSource, is_event_source
 from yolo_etram.nn.detection_model import find_event_model
 from yolo_etram.nn.exported import install_state_runner
+from yolo_etram.utils.allocator import keep_freed_memory
 from yolo_etram.utils.errors import NonFiniteOutputError, UnsupportedOptionError
 from yolo_etram.utils.sizes import pad_to_multiple
 from yolo_etram.utils.threads import use_all_cpu_threads
@@ -72,6 +73,7 @@ class EventPredictor(DetectionPredictor):
         if isinstance(metadata, dict) and isinstance(metadata.get("event"), str):  # stateless exports of ours
             metadata["event"] = json.loads(metadata["event"])
         use_all_cpu_threads(self.device)
+        keep_freed_memory(self.device)
 
     def setup_source(self, source, stride=None):
         cfg = self.event_cfg()

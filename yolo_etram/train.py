@@ -38,6 +38,7 @@ from yolo_etram.metrics.records import reset_peak_memory, write_record
 from yolo_etram.nn.detection_model import EventDetectionModel, load_model_yaml, set_partition
 from yolo_etram.nn.exported import traced_graph
 from yolo_etram.utils import distributed
+from yolo_etram.utils.allocator import keep_freed_memory
 from yolo_etram.utils.errors import NonFiniteLossError, UnsupportedOptionError
 from yolo_etram.utils.patches import offline_amp_check, patched, use_safe_checkpoint_loading, validating_alone
 from yolo_etram.utils.sizes import round_up
@@ -150,6 +151,7 @@ class EventTrainer(DetectionTrainer):
             self.world_size, self.ddp = distributed.world_size(), False
         check_event_args(self.args)
         use_all_cpu_threads(self.device)
+        keep_freed_memory(self.device)
 
     def _setup_ddp(self):
         """Join the launcher's process group (Ultralytics' version assumes CUDA and counts local devices), then give
@@ -237,9 +239,10 @@ class EventTrainer(DetectionTrainer):
     def get_validator(self):
         from yolo_etram.val import EventValidator
 
-        head = unwrap_model(self.model).model[-1]  # YOLOX heads: iou/obj/cls losses
-        box_loss = "dfl_loss" if getattr(head, "reg_max", 16) > 1 else "l1_loss"  # DFL-free head: CIoU + L1
-        self.loss_names = tuple(getattr(head, "loss_names", ("box_loss", "cls_loss", box_loss)))
+        model = unwrap_model(self.model)
+        if getattr(model, "criterion", None) is None:  # the loss names are the criterion's (dfl or l1, YOLOX's)
+            model.criterion = model.init_criterion()
+        self.loss_names = tuple(model.criterion.loss_names)
         return EventValidator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
 
     def optimizer_step(self):

@@ -43,6 +43,7 @@ from yolo_etram.metrics.prophesee import (
 )
 from yolo_etram.nn.detection_model import find_event_model, set_partition
 from yolo_etram.nn.exported import install_state_runner
+from yolo_etram.utils.allocator import keep_freed_memory
 from yolo_etram.utils.errors import EventDataError, UnsupportedOptionError
 from yolo_etram.utils.patches import patched
 from yolo_etram.utils.serialize import jsonable
@@ -124,6 +125,7 @@ class EventValidator(DetectionValidator):
         if self.native is not None and self.data.get("partition"):
             set_partition(self.native, self.data["partition"])
         use_all_cpu_threads(self.device)
+        keep_freed_memory(self.device)
         self.stream.reset_states()  # the warmup (and earlier validations of this EMA copy) leave state behind
         self.seq_gt, self.seq_pred, self.seq_motion = defaultdict(list), defaultdict(list), defaultdict(list)
         self.seq_names = [s.name for s in self.dataloader.dataset.sequences]

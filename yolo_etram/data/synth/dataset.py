@@ -46,7 +46,7 @@ def make_synthetic_dataset(
 
     root = Path(root)
     raw = Path(raw) if raw is not None else root.with_name(root.name + "_raw")
-    synthesize_dataset(raw, splits, cfg, progress=progress)
+    synthesize_dataset(raw, splits, cfg, progress=progress, workers=workers)
     results = prepare_dataset(raw, root, PrepareConfig(kind="etram", downsample=1), workers=workers, progress=progress)
     if progress:
         print(summarize(results))

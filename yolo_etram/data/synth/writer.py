@@ -86,10 +86,13 @@ def synthesize_dataset(
     splits: dict[str, int] | None = None,
     cfg: SynthConfig | None = None,
     progress: bool | Callable[[str], None] = True,
+    workers: int = 1,
 ) -> dict:
     """Write a raw eTraM-layout dataset ``out_dir/{split}/synth_{split}_{i:04d}_*``. Recordings whose files all exist
     are skipped, so an interrupted run resumes. ``progress``: True prints a line per recording, a callable receives
-    the lines, False is silent. Returns ``{recordings, written, skipped, n_events, n_boxes, seconds}``."""
+    the lines, False is silent. ``workers`` > 1 writes that many recordings at once, each in its own process (the
+    recordings are the same either way: each has its own seed). Returns ``{recordings, written, skipped, n_events,
+    n_boxes, seconds}``."""
     cfg = cfg or SynthConfig()
     splits = {"train": 4, "val": 1, "test": 1} if splits is None else splits
     report = progress if callable(progress) else (print if progress else (lambda _msg: None))
@@ -97,23 +100,40 @@ def synthesize_dataset(
     summary = {"recordings": 0, "written": 0, "skipped": 0, "n_events": 0, "n_boxes": 0, "seconds": 0.0}
     start = time.perf_counter()
     total = sum(splits.values())
+    todo = []
     for split, count in splits.items():
         for i in range(count):
             stem = out_dir / split / f"synth_{split}_{i:04d}"
             summary["recordings"] += 1
             if all(p.is_file() for p in recording_paths(stem, cfg.event_format).values()):
                 summary["skipped"] += 1
-                report(f"synth {summary['recordings']}/{total} {stem.name}: exists, skipped")
+                report(f"synth {summary['skipped']}/{total} {stem.name}: exists, skipped")
                 continue
             stem.parent.mkdir(parents=True, exist_ok=True)
-            rec = synthesize_recording(stem, replace(cfg, seed=recording_seed(cfg.seed, split, i)))
-            summary["written"] += 1
-            summary["n_events"] += rec["n_events"]
-            summary["n_boxes"] += rec["n_boxes"]
-            report(
-                f"synth {summary['recordings']}/{total} {stem.name}: {rec['n_events']:,} events, "
-                f"{rec['n_boxes']:,} boxes, {rec['seconds']:.1f}s"
-            )
+            todo.append((stem, replace(cfg, seed=recording_seed(cfg.seed, split, i))))
+
+    def done(stem: Path, rec: dict) -> None:
+        summary["written"] += 1
+        summary["n_events"] += rec["n_events"]
+        summary["n_boxes"] += rec["n_boxes"]
+        report(
+            f"synth {summary['skipped'] + summary['written']}/{total} {stem.name}: {rec['n_events']:,} events, "
+            f"{rec['n_boxes']:,} boxes, {rec['seconds']:.1f}s"
+        )
+
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn, not fork: the parent may hold torch's thread pools, which a forked child can deadlock on
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context) as pool:
+            jobs = {pool.submit(synthesize_recording, stem, rec_cfg): stem for stem, rec_cfg in todo}
+            for job in as_completed(jobs):
+                done(jobs[job], job.result())
+    else:
+        for stem, rec_cfg in todo:
+            done(stem, synthesize_recording(stem, rec_cfg))
     summary["seconds"] = time.perf_counter() - start
     return summary
 
@@ -151,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         help="events as eTraM's HDF5 (default) or as a Prophesee camera's .raw",
     )
     ap.add_argument("--evt", choices=("3.0", "2.0"), default="3.0", help="the .raw event format (default 3.0, eTraM's)")
+    ap.add_argument("--workers", type=int, default=2, help="recordings written at once, one process each (default 2)")
     ap.add_argument("--quiet", action="store_true", help="no line per recording")
     args = ap.parse_args(argv)
     cfg = SynthConfig(
@@ -167,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         event_format="h5" if args.format == "h5" else "evt" + args.evt[0],
     )
     summary = synthesize_dataset(
-        args.out, {"train": args.train, "val": args.val, "test": args.test}, cfg, progress=not args.quiet
+        args.out,
+        {"train": args.train, "val": args.val, "test": args.test},
+        cfg,
+        progress=not args.quiet,
+        workers=args.workers,
     )
     print(
         f"synth: {summary['written']} written, {summary['skipped']} skipped, {summary['n_events']:,} events, "
