@@ -269,6 +269,11 @@ def main() -> int:
         results[size] = {
             "medians": {f"{who}{'_kept' if keep else ''}": m for (who, keep), m in med.items()},
             "as_shipped_ratio": shipped,
+            "rows": [
+                (f"{name}, {label}", med["rvt", keep][k], med["ours", keep][k])
+                for k, name in what.items()
+                for keep, label in ((False, "glibc defaults"), (True, "freed memory kept"))
+            ],
             "rvt_commit": runs["rvt", False][0]["rvt_commit"],
         }
     if args.json:
