@@ -66,14 +66,6 @@ def make_input(T: int, B: int, H: int, W: int, seed: int = 1, density: float = 0
     return torch.where(mask, vals, torch.zeros_like(vals))
 
 
-# glibc's names for keep_freed_memory's mallopt settings, for RVT's process
-KEPT_MEMORY_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
-    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-    "MALLOC_TOP_PAD_": str(256 << 20),
-}
-
-
 def measure_ours(
     size: str, T: int, threads: int, repeats: int, warmup: int, h: int, w: int, keep_memory: bool = True
 ) -> dict:
@@ -147,6 +139,13 @@ def measure_ours(
     return out
 
 
+def kept_memory_env() -> dict[str, str]:
+    sys.path.insert(0, str(ROOT))
+    from yolo_etram.utils.allocator import environment_variables
+
+    return environment_variables()
+
+
 def run_counted(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, dict]:
     """Run a child; also return its minor page faults and system CPU seconds (the kernel's share of its time)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -161,7 +160,7 @@ def run_rvt(python: str, harness: Path, mirror: Path, size: str, args, keep_memo
         cmd = [python, str(harness / "rvt_model_bench.py"), "--size", size, "--T", str(args.T)]
         cmd += ["--threads", str(args.threads), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
         cmd += ["--h", str(args.h), "--w", str(args.w), "--backward", "--json", str(out)]
-        env = {**os.environ, "RVT_MIRROR": str(mirror), **(KEPT_MEMORY_ENV if keep_memory else {})}
+        env = {**os.environ, "RVT_MIRROR": str(mirror), **(kept_memory_env() if keep_memory else {})}
         proc, counted = run_counted(cmd, env=env)
         if proc.returncode != 0:
             raise SystemExit(f"RVT's bench failed: {proc.stderr.strip().splitlines()[-1:]}")

@@ -16,3 +16,12 @@ def test_keep_freed_memory_on_cpu_only_and_with_an_opt_out(monkeypatch):
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert allocator.keep_freed_memory("cpu") is glibc  # mallopt accepted all three settings
     assert allocator.keep_freed_memory("cpu") is glibc  # idempotent
+
+
+def test_environment_variables_name_the_same_settings():
+    env = allocator.environment_variables()
+    assert env == {
+        "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+        "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+        "MALLOC_TOP_PAD_": str(256 << 20),
+    }

@@ -11,7 +11,7 @@ import copy
 
 import pytest
 import torch
-from test_model import small_model
+from test_model import counts, small_model
 
 from yolo_etram import EventYOLO
 from yolo_etram.nn import set_partition
@@ -38,14 +38,6 @@ def tensors(out) -> list[torch.Tensor]:
     return [t for o in out for t in tensors(o)] if isinstance(out, (list, tuple)) else []
 
 
-def clip(b: int, t: int, seed: int) -> torch.Tensor:
-    """Sparse event counts at 96x128, the smallest input rvt-t takes with partition (3, 4): Dynamo traces fast."""
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(b, t, 20, 96, 128, generator=g) < 0.05).float() * torch.randint(
-        1, 10, (b, t, 20, 96, 128), generator=g
-    )
-
-
 @pytest.fixture
 def fresh_dynamo():
     torch._dynamo.reset()
@@ -68,7 +60,7 @@ def test_compiled_model_carries_state_without_recompiling(fresh_dynamo):
             model.train(mode == "train")
             model.reset_states()
         for i, mask in enumerate(resets):
-            x = clip(2, 3, seed=i)
+            x = counts(2, 3, seed=i, hw=(96, 128))  # the smallest input rvt-t takes with partition (3, 4)
             outputs = []
             for model in (eager, compiled):
                 model.reset_states(mask)

@@ -21,9 +21,9 @@ def small_model(name="rvt-t.yaml", **kw):
     return m
 
 
-def counts(b, t, seed=0):
+def counts(b, t, seed=0, hw=HW):
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(b, t, 20, *HW, generator=g) < 0.05).float() * torch.randint(1, 10, (b, t, 20, *HW), generator=g)
+    return (torch.rand(b, t, 20, *hw, generator=g) < 0.05).float() * torch.randint(1, 10, (b, t, 20, *hw), generator=g)
 
 
 @pytest.mark.parametrize("name", YAMLS)
