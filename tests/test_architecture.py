@@ -19,6 +19,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "legacy_layout"
 # Lower layers never import higher ones; a module may import its own layer (roles excepted, see ROLES).
 LAYERS = {
     "yolo_etram.utils": 0,
+    "yolo_etram.integrations": 0,
     "yolo_etram.data": 1,
     "yolo_etram.metrics": 2,
     "yolo_etram.nn": 3,
@@ -27,6 +28,7 @@ LAYERS = {
     "yolo_etram.predict": 4,
     "yolo_etram.export": 4,
     "yolo_etram.model": 5,
+    "yolo_etram.experiments": 5,
     "yolo_etram.cli": 6,
     "yolo_etram.ultralytics_cli": 6,
 }

@@ -1,4 +1,4 @@
-"""Checkpoints never run code (issue #16): RVT/eTraM Lightning checkpoints import with no flag and without omegaconf;
+"""Checkpoints never run code: RVT/eTraM Lightning checkpoints import with no flag and without omegaconf;
 a file whose unpickling would run a command is refused and the command never runs; a class of a package that is not
 installed stays an inert record (nothing imported, nothing installed); mutated pickle streams give our one-line error.
 
@@ -266,16 +266,35 @@ def test_code_in_a_pt_is_refused_by_eventyolo_and_the_yolo_command(tmp_path):
     assert not flag.exists()
 
 
+def counting(load_checkpoint, used: list):
+    """Ultralytics' ``load_checkpoint``, noting which ``torch_safe_load`` it reads the file with."""
+
+    def wrapped(*args, **kwargs):
+        from ultralytics.nn import tasks
+
+        used.append(tasks.torch_safe_load)
+        return load_checkpoint(*args, **kwargs)
+
+    return wrapped
+
+
 def test_our_checkpoints_and_stock_models_still_load(tmp_path):
     """Our .pt files (model classes of recurrent, yolo_etram, timm, Ultralytics) construct through the safe loader."""
     from ultralytics.nn import tasks
 
     from yolo_etram import EventYOLO
+    from yolo_etram.integrations.ultralytics import patched
     from yolo_etram.nn import EventDetectionModel
     from yolo_etram.utils.checkpoints import load_ultralytics_checkpoint
 
-    model = EventYOLO(str(FIXTURES / "tiny-detect.pt"))
-    assert tasks.torch_safe_load is load_ultralytics_checkpoint  # EventYOLO installed the safe loader
+    used = []
+    stock_load = tasks.torch_safe_load
+    import ultralytics.engine.model as engine
+
+    with patched(engine, "load_checkpoint", counting(engine.load_checkpoint, used)):
+        model = EventYOLO(str(FIXTURES / "tiny-detect.pt"))
+    assert used == [load_ultralytics_checkpoint]  # EventYOLO loaded it through the safe loader ...
+    assert tasks.torch_safe_load is stock_load  # ... for its own call only
     assert isinstance(model.model, EventDetectionModel)
     stock = EventYOLO("yolov8n.yaml")
     stock.save(tmp_path / "stock.pt")
@@ -305,8 +324,9 @@ def test_the_explicit_unsafe_path_and_its_switch(fake_sd, tmp_path):
     with pytest.raises(ModuleNotFoundError):  # full unpickling imports what the file names: the stand-ins are gone
         read_lightning_checkpoint(ckpt, allow_unsafe_pickle=True)
     code = (
-        "import ultralytics.nn.tasks as t; stock = t.torch_safe_load; "
-        "from yolo_etram.utils.patches import use_safe_checkpoint_loading as u; u(); print(t.torch_safe_load is stock)"
+        "import ultralytics.nn.tasks as t; stock = t.torch_safe_load\n"
+        "from yolo_etram.integrations.ultralytics import event_seams as e\n"
+        "with e(): print(t.torch_safe_load is stock)"
     )
     for env, expected in (("1", "True"), ("0", "False")):
         out = subprocess.run(

@@ -1,6 +1,7 @@
 """`val` on exported models: an ONNX or TorchScript export steps through every validation sequence with its states
 fed back and scores exactly what the PyTorch model scores (reference: the same validator on the ``.pt``)."""
 
+import ast
 import contextlib
 import importlib.util
 import json
@@ -19,7 +20,7 @@ from yolo_etram import EventYOLO  # noqa: E402
 from yolo_etram.export import export_recurrent  # noqa: E402
 
 BIN = Path(sys.executable).parent
-HW = (96, 128)  # the tiny data's windows: partition (3, 4) needs no padding
+HW = (96, 128)  # the tiny data's windows: partition (3, 4) needs no padding; the exports' size, without imgsz
 VAL = dict(workers=0, plots=False, save_json=True, exist_ok=True)
 OPENVINO = importlib.util.find_spec("openvino") is not None
 
@@ -34,10 +35,10 @@ def trained(tmp_path_factory):
     model.train(data=str(data), epochs=10, batch=2, workers=0, imgsz=128, plots=False, seed=0, lr0=2e-3, val=False,
                 project=str(root), name="run", exist_ok=True)  # fmt: skip
     best = root / "run" / "weights" / "best.pt"
-    with contextlib.chdir(root):
-        onnx2 = export_recurrent(str(best), "onnx", imgsz=HW, batch=2)
-        torchscript = export_recurrent(str(best), "torchscript", imgsz=HW)
-        openvino = export_recurrent(str(best), "openvino", imgsz=HW) if OPENVINO else None
+    with contextlib.chdir(root):  # no imgsz, as a user exports: the size the model was trained at
+        onnx2 = export_recurrent(str(best), "onnx", batch=2)
+        torchscript = export_recurrent(str(best), "torchscript")
+        openvino = export_recurrent(str(best), "openvino") if OPENVINO else None
     return root, data, best, root / onnx2, root / torchscript, openvino and root / openvino
 
 
@@ -69,6 +70,12 @@ def test_val_on_onnx_and_torchscript_equals_pytorch(trained):
     reference = EventYOLO(str(best)).val(data=str(data), batch=2, project=str(root), name="pt", **VAL)
     p = reference.prophesee
     assert p["AP_50"] > 0.02 and p["n_sequences"] == 3  # the model finds objects: the equality below means something
+
+    # exported without imgsz: at the size the model was trained at (the data's windows), not a fixed default
+    import onnx
+
+    meta = {m.key: m.value for m in onnx.load(str(onnx2)).metadata_props}
+    assert ast.literal_eval(meta["imgsz"]) == list(HW)
 
     # ONNX with two stream slots (Python API)
     onnx_metrics = EventYOLO(str(onnx2)).val(data=str(data), project=str(root), name="onnx", **VAL)
@@ -124,7 +131,7 @@ def test_int8_openvino_calibrates_on_windows_with_states_and_keeps_its_ap(traine
     # process, a later training test crashed it (SIGSEGV on an AVX2 CPU, only in the full suite; under investigation)
     script = (
         "import json\nfrom yolo_etram import EventYOLO\nfrom yolo_etram.export import export_recurrent\n"
-        f"int8 = export_recurrent({str(best)!r}, 'openvino', imgsz={HW}, quantize=8, data={str(data)!r})\n"
+        f"int8 = export_recurrent({str(best)!r}, 'openvino', quantize=8, data={str(data)!r})\n"
         "out = {'int8': str(int8)}\n"
         f"for name, m in (('ov32', {str(openvino)!r}), ('ov8', str(int8))):\n"
         f"    r = EventYOLO(m).val(data={str(data)!r}, project={str(root)!r}, name=name, **{VAL!r})\n"

@@ -9,9 +9,9 @@ import torch
 from ultralytics.utils import LOGGER
 
 from yolo_etram import EventYOLO
+from yolo_etram.integrations.ultralytics import patched
 from yolo_etram.metrics.plots import plot_validation_history
 from yolo_etram.metrics.prophesee import evaluate_folder
-from yolo_etram.utils.patches import patched
 
 TRAIN = dict(batch=2, workers=0, imgsz=128, plots=False, val=True, seed=0, deterministic=True, exist_ok=True)
 
@@ -93,7 +93,6 @@ def oracle_postprocess(validator):
     return postprocess
 
 
-@pytest.mark.slow
 def test_validator_scores_labeled_frames_and_matches_pycocotools_on_saved_files(tiny_events, tmp_path, monkeypatch):
     from yolo_etram.val import EventValidator
 
@@ -154,7 +153,6 @@ def test_resume_continues_an_interrupted_run(tiny_events, tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
 
 
-@pytest.mark.slow
 def test_non_finite_loss_stops_training_naming_the_step(tiny_events, tmp_path, monkeypatch):
     from yolo_etram.nn import EventDetectionModel
     from yolo_etram.utils.errors import NonFiniteLossError

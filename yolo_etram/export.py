@@ -1,18 +1,19 @@
 """``EventExporter``: Ultralytics' ``Exporter`` for recurrent detectors, whose ONNX and TorchScript graphs take and
 return the LSTM states (the graph contract and the runners are in :mod:`yolo_etram.nn.exported`).
 
-Two seams change for recurrent models: during ``export_onnx`` / ``export_torchscript`` the module-level
-``torch2onnx`` / ``torch2torchscript`` functions that those methods import at call time are swapped
-(:func:`~yolo_etram.utils.patches.patched`) for versions that trace :class:`~yolo_etram.nn.exported.StatefulExportModel`
-with the zero states as extra inputs. Everything else (argument checks, fusing, opset choice, onnxslim, metadata,
-logging, callbacks) stays stock. Stock (non-recurrent) models export exactly as with ``Exporter``.
+Three seams change for recurrent models: during ``export_onnx`` / ``export_torchscript`` / ``export_openvino`` the
+module-level ``torch2onnx`` / ``torch2torchscript`` / ``torch2openvino`` functions that those methods call are swapped
+(:func:`~yolo_etram.integrations.ultralytics.patched`) for versions that trace
+:class:`~yolo_etram.nn.exported.StatefulExportModel` with the zero states as extra inputs. Everything else
+(argument checks, fusing, opset choice, onnxslim, metadata, logging, callbacks) stays stock. Stock (non-recurrent)
+models export exactly as with ``Exporter``.
 
 Usage:
     >>> from yolo_etram import EventYOLO
-    >>> f = EventYOLO("best.pt").export(format="onnx", imgsz=(384, 640))
+    >>> f = EventYOLO("best.pt").export(format="onnx")  # at the size it was trained at
     >>> from yolo_etram.nn.exported import StatefulOnnxModel
     >>> model = StatefulOnnxModel(f)
-    $ yolo export model=best.pt format=onnx imgsz=384,640
+    $ yolo export model=best.pt format=openvino
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, colorstr
 from ultralytics.utils.checks import check_imgsz
 
 from recurrent import stateful_layers
+from yolo_etram.integrations.ultralytics import patched
+from yolo_etram.nn.detection_model import trained_input_size
 from yolo_etram.nn.exported import StatefulExportModel, StateSpec, state_specs
 from yolo_etram.utils.env import decline_openvino_telemetry
 from yolo_etram.utils.errors import UnsupportedOptionError
-from yolo_etram.utils.patches import patched
 from yolo_etram.utils.sizes import round_up
 
 __all__ = ["RECURRENT_FORMATS", "EventExporter", "export_recurrent"]
@@ -45,9 +47,10 @@ RECURRENT_FORMATS = ("onnx", "torchscript", "openvino")
 class EventExporter(Exporter):
     """Ultralytics ``Exporter`` that exports recurrent models with their LSTM states as graph inputs and outputs.
 
-    Recurrent models (any model with a stateful layer) export to ``onnx`` and ``torchscript`` only, at a fixed
-    ``imgsz`` that the attention partitions divide (``model.input_multiple``, e.g. 384x640 with partition (6, 10)) and
-    a fixed batch. Stock models are exported exactly as by ``Exporter``.
+    Recurrent models (any model with a stateful layer) export to ``onnx``, ``torchscript`` and ``openvino``, at a
+    fixed ``imgsz`` that the attention partitions divide (``model.input_multiple``; by default the size the model was
+    trained at, :func:`~yolo_etram.nn.detection_model.trained_input_size`) and a fixed batch. Stock models are
+    exported exactly as by ``Exporter``.
 
     Example:
         >>> from yolo_etram import EventYOLO
@@ -244,19 +247,19 @@ def _quiet_nncf():
 def export_recurrent(
     model_or_path: str | Path | nn.Module | Any,
     format: str = "onnx",
-    imgsz: int | Sequence[int] = (384, 640),
+    imgsz: int | Sequence[int] | None = None,
     **kwargs: Any,
 ) -> Path:
     """Export a recurrent (or stock) detector with :class:`EventExporter` and return the exported file.
 
     Args:
         model_or_path: a checkpoint or model YAML path, an ``EventYOLO``/``YOLO`` object or a ``DetectionModel``.
-        format: ``onnx`` or ``torchscript`` for recurrent models.
-        imgsz: fixed ``(height, width)``, multiples of ``model.input_multiple``.
+        format: ``onnx``, ``torchscript`` or ``openvino`` for recurrent models.
+        imgsz: fixed ``(height, width)``, multiples of ``model.input_multiple``; None: the training size.
         **kwargs: other Ultralytics export arguments (``batch``, ``simplify``, ``opset``, ``device``, ...).
 
     Example:
-        >>> f = export_recurrent("runs/detect/train/weights/best.pt", format="onnx", imgsz=(384, 640))
+        >>> f = export_recurrent("runs/detect/train/weights/best.pt", format="onnx")
     """
     from ultralytics.engine.model import Model
 
@@ -282,7 +285,7 @@ def export_recurrent(
         "verbose": False,
         **kwargs,
         "format": format,
-        "imgsz": list(imgsz) if not isinstance(imgsz, int) else imgsz,
+        "imgsz": trained_input_size(net) if imgsz is None else list(imgsz) if not isinstance(imgsz, int) else imgsz,
         "mode": "export",
     }
     callbacks = model_or_path.callbacks if isinstance(model_or_path, Model) else None

@@ -15,11 +15,11 @@ from pathlib import Path
 from ultralytics import YOLO
 from ultralytics.utils import LOGGER
 
+from yolo_etram.integrations.ultralytics import event_seams
 from yolo_etram.nn.detection_model import EventDetectionModel
 from yolo_etram.nn.exported import is_event_export
 from yolo_etram.nn.registry import is_plugin_model_yaml
 from yolo_etram.utils.legacy import legacy_attribute
-from yolo_etram.utils.patches import use_safe_checkpoint_loading, use_stateful_openvino_loading
 from yolo_etram.utils.paths import find_cfg
 
 __all__ = ["EventYOLO"]
@@ -45,11 +45,10 @@ class EventYOLO(YOLO):
     """
 
     def __init__(self, model: str | Path = "rvt-t.yaml", task: str | None = None, verbose: bool = False):
-        use_safe_checkpoint_loading()  # no .pt opened in this process runs code from the file
-        use_stateful_openvino_loading()  # OpenVINO exports with state inputs load (Ultralytics' loader expects one)
         self.event_input = False  # set when a train/val/predict call is given event data
         found = find_cfg(model, "models") if isinstance(model, (str, Path)) else None
-        super().__init__(model=str(found) if found else model, task=task, verbose=verbose)
+        with event_seams():  # no .pt opened runs code from the file; stateful OpenVINO exports load
+            super().__init__(model=str(found) if found else model, task=task, verbose=verbose)
 
     @property
     def is_event_model(self) -> bool:
@@ -72,30 +71,37 @@ class EventYOLO(YOLO):
 
     def train(self, trainer=None, **kwargs):
         self._note_event_input(data=kwargs.get("data"))
-        return super().train(trainer, **kwargs)
+        with event_seams():
+            return super().train(trainer, **kwargs)
 
     def val(self, validator=None, **kwargs):
         self._note_event_input(data=kwargs.get("data"))
-        return super().val(validator, **kwargs)
+        with event_seams():
+            return super().val(validator, **kwargs)
 
     def predict(self, source=None, stream: bool = False, predictor=None, **kwargs):
         self._note_event_input(data=kwargs.get("data"), source=source)
-        return super().predict(source, stream, predictor, **kwargs)
+        with event_seams():  # a streamed prediction loads its model on the first window: the predictor's seams
+            return super().predict(source, stream, predictor, **kwargs)
 
     def export(self, **kwargs) -> str:
-        """Export; recurrent models take and return their LSTM states (``onnx`` or ``torchscript``, fixed imgsz).
+        """Export; recurrent models take and return their LSTM states (``onnx``, ``torchscript`` or ``openvino``, at a
+        fixed size: without ``imgsz``, the size the model was trained at, as Ultralytics does).
 
         Usage:
-            >>> EventYOLO("best.pt").export(format="onnx", imgsz=(384, 640))
+            >>> EventYOLO("best.pt").export(format="onnx")  # the training input size
+            >>> EventYOLO("best.pt").export(format="openvino", imgsz=(384, 640))
         """
         if not isinstance(self.model, EventDetectionModel):
-            return super().export(**kwargs)
+            with event_seams():
+                return super().export(**kwargs)
         self._check_is_pytorch_model()
         from yolo_etram.export import EventExporter
 
-        custom = {"imgsz": (384, 640), "batch": 1, "data": None, "device": None, "verbose": False}
+        custom = {"imgsz": self.model.input_size, "batch": 1, "data": None, "device": None, "verbose": False}
         args = {**self.overrides, **custom, **kwargs, "mode": "export"}  # Model.export's precedence
-        return EventExporter(overrides=args, _callbacks=self.callbacks)(model=self.model)
+        with event_seams():
+            return EventExporter(overrides=args, _callbacks=self.callbacks)(model=self.model)
 
     @property
     def task_map(self) -> dict:

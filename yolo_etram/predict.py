@@ -25,6 +25,7 @@ from ultralytics.models.yolo.detect import DetectionPredictor
 from yolo_etram.data.data_yaml import event_settings, load_event_data
 from yolo_etram.data.render import render_histogram
 from yolo_etram.data.stream import EventWindowSource, is_event_source
+from yolo_etram.integrations.ultralytics import event_seams
 from yolo_etram.nn.detection_model import find_event_model
 from yolo_etram.nn.exported import install_state_runner
 from yolo_etram.utils.allocator import keep_freed_memory
@@ -59,7 +60,13 @@ class EventWindowLoader:
 
 
 class EventPredictor(DetectionPredictor):
-    """Predict on event recordings with a recurrent detector (``.pt``, or ``.onnx``/``.torchscript`` with states)."""
+    """Predict on event recordings with a recurrent detector (a ``.pt``, or an ONNX, TorchScript or OpenVINO export,
+    whose states are fed back between windows)."""
+
+    def stream_inference(self, source=None, model=None, *args, **kwargs):
+        """Ultralytics' prediction loop; the model it loads on the first window is read by our restricted unpickler."""
+        with event_seams():
+            yield from super().stream_inference(source, model, *args, **kwargs)
 
     def setup_model(self, model, verbose: bool = True):
         if self.args.visualize:

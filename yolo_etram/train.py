@@ -30,8 +30,10 @@ from recurrent import stateful_layers
 from yolo_etram.data.build import build_event_dataloader, build_event_dataset, preprocess_event_batch
 from yolo_etram.data.data_yaml import event_settings, load_event_data
 from yolo_etram.data.dataset import EventClipDataset
+from yolo_etram.data.prepared import stored_size
 from yolo_etram.data.render import plot_batch
 from yolo_etram.data.sampler import Sampling
+from yolo_etram.integrations.ultralytics import event_seams, offline_amp_check, patched, validating_alone
 from yolo_etram.metrics.plots import plot_validation_history
 from yolo_etram.metrics.prophesee import PROPHESEE_COLUMNS, etram_columns
 from yolo_etram.metrics.records import reset_peak_memory, write_record
@@ -40,7 +42,6 @@ from yolo_etram.nn.exported import traced_graph
 from yolo_etram.utils import distributed
 from yolo_etram.utils.allocator import keep_freed_memory
 from yolo_etram.utils.errors import NonFiniteLossError, UnsupportedOptionError
-from yolo_etram.utils.patches import offline_amp_check, patched, use_safe_checkpoint_loading, validating_alone
 from yolo_etram.utils.sizes import round_up
 from yolo_etram.utils.threads import use_all_cpu_threads
 
@@ -145,13 +146,19 @@ class EventTrainer(DetectionTrainer):
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict | None = None, _callbacks=None):
         self.created_at = time.time()  # the experiment record's wall time counts set-up too
         reset_peak_memory()  # and its peak memory is this run's, also after other runs in the same process
-        use_safe_checkpoint_loading()  # resume and pretrained weights: nothing from the file runs
-        super().__init__(cfg, event_overrides(overrides), _callbacks)
+        with event_seams():  # resume reads the checkpoint: nothing from the file runs
+            super().__init__(cfg, event_overrides(overrides), _callbacks)
         if distributed.launched():  # a rank of torchrun or of Ultralytics' launcher: the launcher's world
             self.world_size, self.ddp = distributed.world_size(), False
         check_event_args(self.args)
         use_all_cpu_threads(self.device)
         keep_freed_memory(self.device)
+
+    def train(self):
+        """Ultralytics' training, with every checkpoint it opens (pretrained weights, resume, ``best.pt`` for the final
+        validation) read by our restricted unpickler."""
+        with event_seams():
+            return super().train()
 
     def _setup_ddp(self):
         """Join the launcher's process group (Ultralytics' version assumes CUDA and counts local devices), then give
@@ -225,7 +232,13 @@ class EventTrainer(DetectionTrainer):
                 f"{model.yaml.get('yaml_file', 'model')}: no recurrent state; training on single windows "
                 "drawn at random (a memoryless frame baseline)"
             )
-        model.yaml["event"] = event_settings(self.data)  # saved with the model: predict rebuilds the same windows
+        # saved with the model: predict rebuilds the same windows, export defaults to the size it was trained at
+        model.yaml["event"] = {**event_settings(self.data), "input_hw": self.input_size(model)}
+
+    def input_size(self, model) -> list[int] | None:
+        """The model's input size in training: the training split's stored size, zero-padded to fit the partitions."""
+        hw = stored_size(self.data, "train")
+        return list(round_up(hw, model.input_multiple)) if hw is not None else None
 
     def get_model(self, cfg=None, weights=None, verbose: bool = True) -> EventDetectionModel:
         cfg = {**load_model_yaml(cfg), "event": event_settings(self.data)}  # input and memory settings shape the model

@@ -13,12 +13,12 @@ def activate() -> None:
     """Register our layers and make ``ultralytics.YOLO`` our ``EventYOLO`` in this process (idempotent)."""
     import ultralytics
 
+    from yolo_etram.integrations.ultralytics import activate_for_process
     from yolo_etram.model import EventYOLO
     from yolo_etram.nn.registry import register_layers
-    from yolo_etram.utils.patches import use_safe_checkpoint_loading
 
     register_layers()
-    use_safe_checkpoint_loading()
+    activate_for_process()  # this process is ours: every .pt it opens is read safely, stateful OpenVINO loads
     ultralytics.YOLO = EventYOLO
 
 

@@ -29,8 +29,9 @@ from yolo_etram.data.build import (
 from yolo_etram.data.data_yaml import load_event_data
 from yolo_etram.data.dataset import EventClipDataset
 from yolo_etram.data.motion import UNKNOWN, motion_subsets
-from yolo_etram.data.prepared import PreparedSequence, list_sequences
+from yolo_etram.data.prepared import stored_size
 from yolo_etram.data.render import plot_batch
+from yolo_etram.integrations.ultralytics import event_seams, patched
 from yolo_etram.metrics.plots import plot_pr_curves
 from yolo_etram.metrics.prophesee import (
     AP_KEYS,
@@ -42,10 +43,8 @@ from yolo_etram.metrics.prophesee import (
     to_eval_boxes,
 )
 from yolo_etram.nn.detection_model import find_event_model, set_partition
-from yolo_etram.nn.exported import install_state_runner
+from yolo_etram.nn.exported import ExportedClipModel, install_state_runner
 from yolo_etram.utils.allocator import keep_freed_memory
-from yolo_etram.utils.errors import EventDataError, UnsupportedOptionError
-from yolo_etram.utils.patches import patched
 from yolo_etram.utils.serialize import jsonable
 from yolo_etram.utils.sizes import round_up
 from yolo_etram.utils.threads import use_all_cpu_threads
@@ -87,25 +86,33 @@ class EventValidator(DetectionValidator):
             import ultralytics.engine.validator as engine
 
             data = load_event_data(self.args.data, self.args.split)
-            self.args.imgsz = padded_size(data, self.args.split)  # the warmup forward must fit the partitions
             # the standalone validator checks its data with check_det_dataset, which knows no event data YAML, and
             # builds its AutoBackend, whose stateful exports (ONNX, TorchScript, OpenVINO) need their states fed back
             with (
+                event_seams(),
                 patched(engine, "check_det_dataset", lambda data, split=None, **kw: load_event_data(data, split)),
-                patched(engine, "AutoBackend", self._backend(engine.AutoBackend)),
+                patched(engine, "AutoBackend", self._backend(engine.AutoBackend, data)),
             ):
                 return super().__call__(trainer, model)
         return super().__call__(trainer, model)
 
-    def _backend(self, autobackend):
+    def _backend(self, autobackend, data: dict):
         """Ultralytics' AutoBackend, with a stateful export's runner installed before its warmup forward; the
-        validation loader then steps as many streams as the export takes (``batch`` of the export)."""
+        validation loader then steps as many streams as the export takes (``batch`` of the export). A PyTorch model
+        warms up at the split's stored size padded to fit its attention partitions (``input_multiple``); an export
+        at its own fixed size (Ultralytics reads it from the metadata)."""
 
         def build(*args, **kwargs):
             backend = autobackend(*args, **kwargs)
             runner = install_state_runner(backend)
             if runner is not None:
                 self.args.batch = runner.batch
+            native = find_event_model(backend)
+            hw = stored_size(data, self.args.split)
+            if native is not None and hw is not None:
+                if data.get("partition"):
+                    set_partition(native, data["partition"])
+                self.args.imgsz = list(round_up(hw, native.input_multiple))
             return backend
 
         return build
@@ -245,48 +252,3 @@ class EventValidator(DetectionValidator):
 
     def plot_predictions(self, batch: dict, preds: list[dict], ni: int, max_det=None) -> None:
         plot_batch(batch, self.names, self.save_dir / f"val_batch{ni}_pred.jpg", preds=preds)
-
-
-class ExportedClipModel:
-    """Validation through an exported model (an Ultralytics ``AutoBackend`` of ``.onnx``/``.torchscript``): its
-    ``forward`` becomes one call per window of a ``(B, T, C, H, W)`` clip, frame outputs in the PyTorch model's
-    order (``b * T + t``), states carried by the export's runner (stateless exports: none); inputs are zero-padded
-    to the export's fixed size."""
-
-    def __init__(self, backend, dataloader):
-        self.runner = getattr(backend, "state_runner", None)
-        self.input_multiple = tuple(int(v) for v in backend.imgsz)
-        stored = tuple(dataloader.dataset.hw)
-        if stored[0] > self.input_multiple[0] or stored[1] > self.input_multiple[1]:
-            raise EventDataError(
-                f"{backend.format} model: exported for {self.input_multiple[0]}x{self.input_multiple[1]} inputs, "
-                f"the data's windows are {stored[0]}x{stored[1]}; export again with imgsz={list(stored)} or larger"
-            )
-        if self.runner is not None and dataloader.batch_size != self.runner.batch:
-            raise UnsupportedOptionError(
-                f"the export steps {self.runner.batch} streams at once, the validation split has "
-                f"{dataloader.batch_size} stream slot(s) (one per sequence at most): export with batch=1"
-            )
-        frame_forward = backend.forward
-
-        def clip_forward(im: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-            outs = [frame_forward(im[:, t], *args, **kwargs) for t in range(im.shape[1])]
-            outs = [o[0] if isinstance(o, (list, tuple)) else o for o in outs]
-            return torch.stack(outs, 1).flatten(0, 1)
-
-        backend.forward = clip_forward
-
-    def reset_states(self, is_first: torch.Tensor | None = None) -> None:
-        if self.runner is not None:
-            self.runner.reset(None if is_first is None else is_first.cpu().numpy())
-
-
-def padded_size(data: dict, split: str = "val") -> list[int]:
-    """The model input size for a split: its stored size, zero-padded to fit the data's attention partition."""
-    seqs = list_sequences(data.get(split) or data["val"])
-    if not seqs:
-        return [384, 640]
-    part = data.get("partition") or (6, 10)
-    stride = 32  # the backbone's last stage
-    hw = PreparedSequence(seqs[0], data.get("representation")).hw
-    return list(round_up(hw, (stride * part[0], stride * part[1])))

@@ -192,6 +192,13 @@ class PreparedSequence:
         return None if frame is None else self.frame_labels(frame)
 
 
+def stored_size(data: dict, split: str = "val") -> tuple[int, int] | None:
+    """The stored (possibly downsampled) height and width of a split's windows, from its first sequence; None when
+    the split has no sequence."""
+    seqs = list_sequences(data.get(split) or data["val"])
+    return PreparedSequence(seqs[0], data.get("representation")).hw if seqs else None
+
+
 def scale_boxes(boxes: np.ndarray, stored_hw: tuple[int, int], downsample: int) -> np.ndarray:
     """RVT's ``clamp_to_frame_`` at full resolution, then ``scale_(1/downsample)``; float32 like RVT."""
     out = boxes.copy()

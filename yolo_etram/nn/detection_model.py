@@ -152,13 +152,18 @@ class EventDetectionModel(DetectionModel):
         for m in stateful_layers(self):
             m.reset(mask)
 
+    @property
+    def input_size(self) -> list[int]:
+        """The input size this model was trained at (padded to fit its partitions): see :func:`trained_input_size`."""
+        return trained_input_size(self)
+
     def info(self, detailed=False, verbose=True, imgsz=None):
-        """Model summary; GFLOPs at ``imgsz`` (default: the eTraM input 384x640, rounded up to fit the partitions).
+        """Model summary; GFLOPs at ``imgsz`` (default: :attr:`input_size`, rounded up to fit the partitions).
 
         The FLOPs count does not include attention's matrix products and the LSTM's element-wise math (thop)."""
         from ultralytics.utils.torch_utils import model_info
 
-        imgsz = imgsz or (384, 640)
+        imgsz = imgsz or self.input_size
         imgsz = list(round_up((imgsz, imgsz) if isinstance(imgsz, int) else imgsz, self.input_multiple))
         try:
             return model_info(self, detailed=detailed, verbose=verbose, imgsz=imgsz)
@@ -206,6 +211,27 @@ class EventDetectionModel(DetectionModel):
         sel = {k: v[keep] for k, v in preds.items() if k != "feats"}
         sel["feats"] = [f[keep] for f in preds["feats"]]
         return self.criterion.loss(sel, {**batch, **boxes_on_frames(batch, keep)})
+
+
+ETRAM_INPUT_HW = (384, 640)
+"""eTraM's model input (its 640x360 windows zero-padded to fit partition (6, 10)): the size of a model that records
+no training size (a fresh YAML, a checkpoint older than the record)."""
+
+
+def trained_input_size(model) -> list[int]:
+    """The input size ``model`` was trained at, rounded up to its ``input_multiple``: our trainer's record
+    (``yaml["event"]["input_hw"]``), else an ``(h, w)`` in Ultralytics' ``args["imgsz"]`` (RVT imports record RVT's),
+    else :data:`ETRAM_INPUT_HW`.
+
+    Example:
+        >>> trained_input_size(EventYOLO("runs/demo/weights/best.pt").model)  # the demo: [192, 320]
+    """
+    hw = ((getattr(model, "yaml", None) or {}).get("event") or {}).get("input_hw")
+    if not hw:
+        args = getattr(model, "args", None) or {}
+        imgsz = (args if isinstance(args, dict) else vars(args)).get("imgsz")
+        hw = imgsz if isinstance(imgsz, (list, tuple)) and len(imgsz) == 2 else ETRAM_INPUT_HW
+    return list(round_up([int(v) for v in hw], getattr(model, "input_multiple", (32, 32))))
 
 
 def _with_backbone_channels(cfg: dict, ch: int) -> dict:

@@ -33,8 +33,8 @@ from torch import nn
 from ultralytics.utils import LOGGER
 
 from recurrent import stateful_layers
-from yolo_etram.utils.errors import UnsupportedOptionError
-from yolo_etram.utils.patches import OPENVINO_CPU_CONFIG
+from yolo_etram.integrations.ultralytics import OPENVINO_CPU_CONFIG, wrap_backend_calls
+from yolo_etram.utils.errors import EventDataError, UnsupportedOptionError
 
 __all__ = [
     "StateSpec",
@@ -49,6 +49,7 @@ __all__ = [
     "StatefulTorchScriptModel",
     "StatefulOpenVINOModel",
     "install_state_runner",
+    "ExportedClipModel",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -378,9 +379,7 @@ def install_state_runner(autobackend: nn.Module) -> StatefulRunner | None:
     backend.reset_states = runner.reset
     backend.state_runner = runner
 
-    forward, warmup = autobackend.forward, autobackend.warmup
-
-    def stateful_forward(im, *args, **kwargs):
+    def stateful_forward(forward, im, *args, **kwargs):
         if im.shape[0] != runner.batch:
             raise UnsupportedOptionError(
                 f"stateful export of batch {runner.batch} got a batch of {im.shape[0]}: one stream per "
@@ -388,10 +387,49 @@ def install_state_runner(autobackend: nn.Module) -> StatefulRunner | None:
             )
         return forward(im, *args, **kwargs)
 
-    def stateless_warmup(*args, **kwargs):
+    def stateless_warmup(warmup, *args, **kwargs):
         warmup(*args, **kwargs)
         runner.reset()
 
-    autobackend.forward, autobackend.warmup = stateful_forward, stateless_warmup
+    wrap_backend_calls(autobackend, forward=stateful_forward, warmup=stateless_warmup)
     LOGGER.info(f"Stateful runner: {len(runner.specs)} recurrent states fed back between frames")
     return runner
+
+
+class ExportedClipModel:
+    """Validation through an exported model (an Ultralytics ``AutoBackend`` of an ONNX, TorchScript or OpenVINO
+    export): its ``forward`` becomes one call per window of a ``(B, T, C, H, W)`` clip, frame outputs in the PyTorch
+    model's order (``b * T + t``), states carried by the export's runner (stateless exports: none); inputs are
+    zero-padded to the export's fixed size.
+
+    Example:
+        >>> clips = ExportedClipModel(autobackend, val_loader)  # autobackend(clip) now steps the clip's windows
+        >>> clips.reset_states(batch["is_first"])
+    """
+
+    def __init__(self, backend, dataloader):
+        self.runner = getattr(backend, "state_runner", None)
+        self.input_multiple = tuple(int(v) for v in backend.imgsz)
+        stored = tuple(dataloader.dataset.hw)
+        if stored[0] > self.input_multiple[0] or stored[1] > self.input_multiple[1]:
+            raise EventDataError(
+                f"{backend.format} model: exported for {self.input_multiple[0]}x{self.input_multiple[1]} inputs, "
+                f"the data's windows are {stored[0]}x{stored[1]}; export again with imgsz={list(stored)} or larger"
+            )
+        if self.runner is not None and dataloader.batch_size != self.runner.batch:
+            raise UnsupportedOptionError(
+                f"the export steps {self.runner.batch} streams at once, the validation split has "
+                f"{dataloader.batch_size} stream slot(s) (one per sequence at most): export with batch=1"
+            )
+        wrap_backend_calls(backend, forward=_clip_forward)
+
+    def reset_states(self, is_first: torch.Tensor | None = None) -> None:
+        if self.runner is not None:
+            self.runner.reset(None if is_first is None else is_first.cpu().numpy())
+
+
+def _clip_forward(frame_forward, im: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """A ``(B, T, C, H, W)`` clip through a one-frame ``frame_forward``, frame outputs in ``b * T + t`` order."""
+    outs = [frame_forward(im[:, t], *args, **kwargs) for t in range(im.shape[1])]
+    outs = [o[0] if isinstance(o, (list, tuple)) else o for o in outs]
+    return torch.stack(outs, 1).flatten(0, 1)

@@ -412,7 +412,7 @@ def _is_torchscript(path: Path) -> bool:
 def load_ultralytics_checkpoint(weight, safe_only=None):
     """Ultralytics' ``torch_safe_load(weight)`` through :func:`restricted_load` with model classes trusted: the same
     result (``(ckpt, file)``) for Ultralytics' and our checkpoints, but a file that names code to run is refused and
-    unknown objects stay inert. Installed by :func:`yolo_etram.utils.patches.use_safe_checkpoint_loading`;
+    unknown objects stay inert. Swapped in by :func:`yolo_etram.integrations.ultralytics.event_seams`;
     ``YOLO_ETRAM_UNSAFE_PICKLE=1`` restores full unpickling."""
     from ultralytics.nn.tasks import temporary_modules
     from ultralytics.utils.checks import check_suffix
