@@ -1,7 +1,8 @@
 """Camera ``.raw`` decoding and ``prepare`` throughput, side by side in one run with the fastest PyPI readers and with
 the HDF5 path on the same events; peak memory against recording length.
 
-Decode: the real recordings of ``shared/real`` (EVT 3.0 from the eTraM sensor, EVT 2.0 from a Gen3), tiled in time to
+Decode: two real camera recordings (``--recordings DIR`` holding ``evt3_sample.raw`` from the eTraM sensor and
+``evt2_sample.raw`` from a Gen3; ``$YOLO_ETRAM_REAL`` by default; without them those rows are skipped), tiled in time to
 about 20 M events (each tile shifted by the recording's span, written with our writer), are decoded whole by
 - ours: ``RawEventSource`` chunk by chunk (the compiled loops; the numpy fallback too, for reference),
 - the fastest readers the registry has that decode exactly as OpenEB (checked against OpenEB's decoders on the real
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL = ROOT.parent / "shared" / "real"
 
 
 def tiled(path: Path, target: int) -> tuple:
@@ -115,7 +116,13 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=20_000_000, help="events per tiled decode file")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--recordings",
+        default=os.environ.get("YOLO_ETRAM_REAL"),
+        help="folder with the real recordings evt3_sample.raw and evt2_sample.raw (default: $YOLO_ETRAM_REAL)",
+    )
     args = ap.parse_args()
+    real = Path(args.recordings) if args.recordings else None
     from yolo_etram.data.io import raw, write_events_h5
     from yolo_etram.data.io.raw_writer import RawWriter, write_raw
 
@@ -123,10 +130,10 @@ def main() -> int:
     result = {"compiled": raw.COMPILED, "decode": [], "prepare": {}, "stream_peak_rss_mib": {}}
     print(f"bench_raw: compiled decoder {'in use' if raw.COMPILED else 'NOT built (numpy fallback)'}; data in {tmp}")
     for name, evt in (("evt3_sample.raw", "3.0"), ("evt2_sample.raw", "2.0")):
-        if not (REAL / name).is_file():
-            print(f"  {name}: not found in {REAL}, skipped")
+        if real is None or not (real / name).is_file():
+            print(f"  {name}: not found (--recordings {real}), skipped")
             continue
-        x, y, p, t, (h, w) = tiled(REAL / name, args.events)
+        x, y, p, t, (h, w) = tiled(real / name, args.events)
         f_raw, f_h5 = tmp / f"tiled_{evt}.raw", tmp / f"tiled_{evt}_td.h5"
         write_raw(f_raw, x, y, p, t, w, h, evt)
         write_events_h5(f_h5, x, y, p, t, w, h)
@@ -157,8 +164,8 @@ def main() -> int:
     from yolo_etram.data.io import BBOX_DTYPE, write_boxes
     from yolo_etram.data.synth import SynthConfig, synthesize_dataset
 
-    if (REAL / "evt3_sample.raw").is_file():
-        x, y, p, t, (h, w) = tiled(REAL / "evt3_sample.raw", 25_000_000)
+    if real is not None and (real / "evt3_sample.raw").is_file():
+        x, y, p, t, (h, w) = tiled(real / "evt3_sample.raw", 25_000_000)
         t = t - t[0]  # a recording starts near 0
         boxes = np.zeros(int(t[-1]) * 30 // 1_000_000, BBOX_DTYPE)
         boxes["t"] = (np.arange(1, len(boxes) + 1) * 1e6 / 30).astype(np.int64)

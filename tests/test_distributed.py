@@ -1,4 +1,4 @@
-"""Distributed training (issue #17), on CPU with gloo over loopback: two ranks under torchrun train end to end into one
+"""Distributed training, on CPU with gloo over loopback: two ranks under torchrun train end to end into one
 run directory with identical parameters; one optimizer step of 2 ranks x 1 stream slot equals 1 process x 2 slots on
 the same sequences; Ultralytics' own launcher path (the script it generates for its workers) rebuilds our trainer; a
 simulated two-node run (two torchrun invocations, one rank each, rendezvous on localhost) finishes."""
@@ -15,8 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-pytestmark = pytest.mark.slow
 
 # `etram-yolo train ...` as a user runs it, plus two callbacks: every rank writes a digest of its parameters after each
 # epoch, and the rank named by FAIL_RANK raises when its second epoch starts
@@ -92,8 +90,9 @@ def one_run(project: Path, epochs: int = 1) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_two_ranks_under_torchrun_train_end_to_end(tiny_events, tmp_path):
-    """The command that failed in issue #17: ``torchrun --standalone --nproc_per_node 2 etram-yolo train ...``."""
+    """The command users run: ``torchrun --standalone --nproc_per_node 2 etram-yolo train ...``."""
     (tmp_path / "train.py").write_text(TRAIN)
     runs = tmp_path / "runs"
     finished(
@@ -108,6 +107,7 @@ def test_two_ranks_under_torchrun_train_end_to_end(tiny_events, tmp_path):
     one_run(runs)
 
 
+@pytest.mark.slow
 def test_a_failing_rank_ends_the_run_and_training_resumes(tiny_events, tmp_path):
     """Rank 1 raises as epoch 2 starts: torchrun stops rank 0 too (no hang) with rank 1's error, epoch 1's ``last.pt``
     is intact, and ``resume`` under torchrun trains epoch 2 into the same run directory."""
@@ -122,6 +122,7 @@ def test_a_failing_rank_ends_the_run_and_training_resumes(tiny_events, tmp_path)
     one_run(runs, epochs=2)
 
 
+@pytest.mark.slow
 def test_simulated_two_node_run(tiny_events, tmp_path):
     """Two torchrun invocations, one rank each, meeting at a c10d rendezvous on localhost (as two machines would)."""
     (tmp_path / "train.py").write_text(TRAIN)
@@ -196,6 +197,7 @@ def single_process(*args: str) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_one_step_of_two_ranks_equals_one_process_with_two_slots(tiny_events, tmp_path):
     """Same initial weights, the same two stream slots (the samplers of 2 ranks x 1 slot deal the sequences as 1 x 2
     does), one SGD step through T windows of recurrent state: the updates agree to float tolerance, so sharding, state
@@ -220,6 +222,7 @@ def test_one_step_of_two_ranks_equals_one_process_with_two_slots(tiny_events, tm
     assert sorted(ranks[0] + ranks[1]) == sorted(single) and ranks[0] != ranks[1]  # the same two clips, one per rank
 
 
+@pytest.mark.slow
 def test_ultralytics_launcher_rebuilds_our_trainer(tiny_events, tmp_path):
     """``yolo train ... device=0,1`` makes its workers run a generated script that unpickles (cloudpickle) the trainer
     class, args, model and callbacks; run that script under torch.distributed.run with 2 CPU ranks (gloo)."""

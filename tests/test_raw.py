@@ -1,4 +1,4 @@
-"""Prophesee camera ``.raw`` files (issue #15): decoded exactly as Prophesee's OpenEB decodes them, written so that
+"""Prophesee camera ``.raw`` files: decoded exactly as Prophesee's OpenEB decodes them, written so that
 OpenEB reads them back identically, streamed with bounded memory, converted losslessly, prepared and predicted like
 HDF5.
 
@@ -30,9 +30,9 @@ from yolo_etram.data.io.raw import DecoderState, RawEventSource, decode_words, r
 from yolo_etram.data.io.raw_writer import RawWriter, encode_evt2, encode_evt3, write_raw
 from yolo_etram.utils.errors import EventDataError
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real"
+REAL = Path(os.environ.get("YOLO_ETRAM_REAL") or Path(__file__).resolve().parents[2] / "shared" / "real")
 
-# OpenEB's decoding of shared/real (see the module docstring)
+# OpenEB's decoding of the real recordings (see the module docstring)
 OPENEB = {
     "evt2_sample.raw": dict(
         evt="2.0",
@@ -102,7 +102,7 @@ def all_events(path, **kw):
 def real(name: str) -> Path:
     path = REAL / name
     if not path.is_file():
-        pytest.skip(f"real camera recordings not found ({path}); they live in the project's shared/real")
+        pytest.skip(f"real camera recordings not found ({path}); set YOLO_ETRAM_REAL to their folder")
     return path
 
 

@@ -1,6 +1,6 @@
 """RVT's label preprocessing: box filters, 10 Hz label-frame selection and window end timestamps.
 
-Every rule here reproduces ``RVT:scripts/genx/preprocess_dataset.py`` (see ``shared/reference/rvt_spec.md`` 2.2-2.4),
+Every rule here reproduces ``RVT:scripts/genx/preprocess_dataset.py`` (RVT spec 2.2-2.4),
 including its float32 box arithmetic, so the written labels and indices are bit-identical to RVT's. Two generalisations,
 both equal to RVT on its own data: the sensor size comes from the recording (RVT hard-codes 720x1280 / 240x304), and
 label rates other than 30/60 Hz give a clear error instead of an assertion. :func:`check_boxes` counts what the filters

@@ -2,8 +2,9 @@
 
 The reference is Prophesee's own code (OpenEB 5.1.1): the standalone ``metavision_evt2_raw_file_decoder`` and
 ``metavision_evt3_raw_file_decoder`` and, for EVT 2.1 (no standalone decoder exists), the HAL's ``evt21_decoder.h``.
-On ``shared/real`` (an EVT 2.0 Gen3 recording and an EVT 3.0 IMX636 one) this module gives every event exactly as they
-do: same count, order, x, y, p and t (``tests/test_raw.py`` holds the hashes of OpenEB's output). The rules:
+On two real camera recordings (an EVT 2.0 Gen3 recording and an EVT 3.0 IMX636 one) this module gives every event
+exactly as they do: same count, order, x, y, p and t (``tests/test_raw.py`` holds the hashes of OpenEB's output).
+The rules:
 
 - **Header**: ``%`` lines up to the first line that does not start with ``%`` (or a line ``% end``); the format from
   ``% evt 2.0|2.1|3.0`` or ``% format EVT2|EVT21|EVT3;width=..;height=..``; the sensor size from ``format``,

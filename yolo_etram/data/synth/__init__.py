@@ -17,17 +17,17 @@ How a recording is made (one module per step):
    and yield to pedestrians on the crossing, pedestrians wait at the curb, cross, walk and pause, some objects halt for
    ``stop_duration_s`` at random, cars park and leave. Stopped objects keep their labels but stop emitting events: the
    case recurrent memory is for.
-3. ``render`` and ``sensor``: a DVS model renders the scene every ``render_dt_us`` (only the regions that changed),
-   keeps a per-pixel log-intensity reference, and emits ON/OFF events each time the log intensity crosses the pixel's
-   contrast threshold (per-pixel mismatch), with timestamps interpolated inside the step. Background-activity noise
-   and hot pixels are added. Events are generated and written ``chunk_s`` at a time, so memory does not grow with
-   duration.
-4. ``labels``: boxes at exactly 30 Hz (``t = int(k * 1e6 / 30)``, k >= 1) for every object at least partly visible
+3. ``event_generator`` and ``sensor``: a DVS model renders the scene every ``render_dt_us`` (only the regions that
+   changed), keeps a per-pixel log-intensity reference, and emits ON/OFF events each time the log intensity crosses
+   the pixel's contrast threshold (per-pixel mismatch), with timestamps interpolated inside the step. Background-
+   activity noise and hot pixels are added. Events are generated and written ``chunk_s`` at a time, so memory does
+   not grow with duration.
+4. ``ground_truth``: boxes at exactly 30 Hz (``t = int(k * 1e6 / 30)``, k >= 1) for every object at least partly visible
    (full object box, clipped to the frame), class ids in eTraM's 3-class (default) or 8-class scheme, ``track_id`` =
    object id; and the motion ground truth (``MOTION_DTYPE``, defined in ``yolo_etram.data.motion``).
 
 ``config`` holds ``SynthConfig`` and the class names; ``writer`` writes recordings and datasets and is the CLI;
-``dataset`` makes a whole training set (recordings, prepared sequences, data YAML) in one call.
+``make_dataset`` makes a whole training set (recordings, prepared sequences, data YAML) in one call.
 Everything is a function of the seed: the same config gives identical files.
 
 This package imports numpy, PyYAML and the standard library only (h5py and hdf5plugin come in through ``..io`` when a
@@ -44,7 +44,7 @@ Usage:
 
 from ..motion import MOTION_DTYPE
 from .config import COARSE_CLASS_NAMES, FINE_CLASS_NAMES, FINE_TO_COARSE, SynthConfig, label_times_us
-from .dataset import make_synthetic_dataset, prophesee_eval_for_height
+from .make_dataset import make_synthetic_dataset, prophesee_eval_for_height
 from .writer import main, recording_paths, recording_seed, synthesize_dataset, synthesize_recording
 
 __all__ = [

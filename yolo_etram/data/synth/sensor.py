@@ -1,5 +1,5 @@
 """The DVS pixel model: per-pixel log-intensity reference and contrast thresholds, ON/OFF events with interpolated
-timestamps, and background-activity and hot-pixel noise. The scene event generator (``render.py``) steps it."""
+timestamps, and background-activity and hot-pixel noise. The scene event generator (``event_generator.py``) steps it."""
 
 from __future__ import annotations
 

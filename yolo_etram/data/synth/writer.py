@@ -17,8 +17,8 @@ from yolo_etram.utils.files import save_npz_atomic
 from ..io import EventH5Writer, write_boxes
 from ..io.raw_writer import RawWriter
 from .config import SynthConfig
-from .labels import _make_labels
-from .render import _SceneEventGenerator
+from .event_generator import _SceneEventGenerator
+from .ground_truth import _make_labels
 from .scene import _Ground, _render_background
 from .sprite_bank import _SpriteBank
 from .traffic import _TrafficSim
