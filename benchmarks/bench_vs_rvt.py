@@ -1,25 +1,27 @@
 """Ours beside RVT's own model code, in one run on this machine: backbone and detector forward per window (state
 carried) and the training step per window, same input, same threads.
 
-The reference is RVT's code itself (github.com/uzh-rpg/RVT, at the commit of the local git copy), built and timed by
-``../shared/tools/rvt_bench/rvt_model_bench.py`` in its own virtual environment (``setup.sh`` there): RVT's
-``YoloXDetector`` from its Hydra configs (gen4 tiny/small/base, 384x640, partition (6, 10)), ``forward_backbone`` one
-window at a time, ``forward_detect`` (3-scale PAFPN + YOLOX head, decoded, no NMS), and its training step (backbone
-over T windows with the graph kept, PAFPN + head + SimOTA loss on the labeled windows, backward). Ours is timed with
-the same protocol in a child process of this environment: our backbone, ``rvt-<size>-yolox.yaml`` (the same 3-scale
-detector) and our default ``rvt-<size>.yaml`` (4-scale PAFPN, Ultralytics head). The two alternate ``--rounds``
-times so background load hits both; each figure is the median over rounds of each run's median.
+The reference is RVT's code itself (github.com/uzh-rpg/RVT, at the commit of the copy given with ``--rvt``), built and
+timed by ``rvt_model.py`` beside this file in its own virtual environment (``rvt_env.sh``): RVT's ``YoloXDetector``
+from its Hydra configs (gen4 tiny/small/base, 384x640, partition (6, 10)), ``forward_backbone`` one window at a time,
+``forward_detect`` (3-scale PAFPN + YOLOX head, decoded, no NMS), and its training step (backbone over T windows with
+the graph kept, PAFPN + head + SimOTA loss on the labeled windows, backward). Ours is timed with the same protocol in a
+child process of this environment: our backbone, ``rvt-<size>-yolox.yaml`` (the same 3-scale detector) and our default
+``rvt-<size>.yaml`` (4-scale PAFPN, Ultralytics head). The two alternate ``--rounds`` times so background load hits
+both; each figure is the median over rounds of each run's median.
 
 Each side runs twice: with glibc's allocator defaults, and with freed memory kept for reuse
 (:func:`yolo_etram.utils.allocator.keep_freed_memory`, which our trainer, validator and predictor turn on for CPU work;
 RVT's process gets the same three settings through glibc's ``MALLOC_*_`` environment variables). So the table shows
 what the code itself costs (same allocator setting on both sides) and what each tool gives as shipped.
 
-    python benchmarks/bench_vs_rvt.py                      # rvt-t, 2 threads, ~8 min
-    python benchmarks/bench_vs_rvt.py --sizes t s b --json runs/bench/vs_rvt.json
+    python benchmarks/bench_vs_rvt.py --rvt ~/src/RVT                 # rvt-t, 2 threads, ~8 min
+    python benchmarks/bench_vs_rvt.py --rvt ~/src/RVT --sizes t s b --json runs/bench/vs_rvt.json
+    python benchmarks/bench_vs_rvt.py --rvt ~/src/RVT --h 192 --w 320 --T 2 --repeats 1 --rounds 1   # a quick look
 
-Needs a git copy of RVT (``$RVT_MIRROR``, or ``.mirror/uzh-rpg+RVT/repo`` in an ancestor folder) and the harness
-(``$RVT_BENCH``, or ``../shared/tools/rvt_bench`` beside this checkout); without them it prints why and exits 0.
+``--rvt`` (or ``$RVT_REPO``) is a copy of RVT's repository: a work tree, or a git dir (bare or not). RVT's code runs in
+the python given with ``--rvt-python``, else in the environment ``rvt_env.sh`` makes on first use (a few minutes).
+Without ``--rvt`` it prints what to pass and exits 0.
 """
 
 from __future__ import annotations
@@ -35,41 +37,18 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from rvt_model import NO_RVT, make_input, rvt_python  # noqa: E402
+
 SIZES = {"t": "rvt-t", "s": "rvt-s", "b": "rvt-b"}
-
-
-def find_harness() -> Path | None:
-    for p in (os.environ.get("RVT_BENCH"), ROOT.parent / "shared" / "tools" / "rvt_bench"):
-        if p and (Path(p) / "rvt_model_bench.py").is_file():
-            return Path(p)
-    return None
-
-
-def find_mirror() -> Path | None:
-    if os.environ.get("RVT_MIRROR"):
-        return Path(os.environ["RVT_MIRROR"])
-    for parent in (ROOT, *ROOT.parents):
-        p = parent / ".mirror" / "uzh-rpg+RVT" / "repo"
-        if p.is_dir():
-            return p
-    return None
-
-
-def make_input(T: int, B: int, H: int, W: int, seed: int = 1, density: float = 0.1):
-    """rvt_model_bench's input: sparse uint8 counts 1..10, (T, B, 20, H, W)."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.rand((T, B, 20, H, W), generator=g) < density
-    vals = torch.randint(1, 11, (T, B, 20, H, W), generator=g, dtype=torch.uint8)
-    return torch.where(mask, vals, torch.zeros_like(vals))
 
 
 def measure_ours(
     size: str, T: int, threads: int, repeats: int, warmup: int, h: int, w: int, keep_memory: bool = True
 ) -> dict:
-    """Runs in the child process: our models timed with rvt_model_bench's protocol."""
+    """Runs in the child process: our models timed with rvt_model.py's protocol."""
     import torch
     from ultralytics.cfg import get_cfg
 
@@ -154,16 +133,16 @@ def run_counted(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, dict
     return proc, {"faults": after.ru_minflt - before.ru_minflt, "sys_s": after.ru_stime - before.ru_stime}
 
 
-def run_rvt(python: str, harness: Path, mirror: Path, size: str, args, keep_memory: bool) -> dict:
+def run_rvt(python: str, size: str, args, keep_memory: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rvt.json"
-        cmd = [python, str(harness / "rvt_model_bench.py"), "--size", size, "--T", str(args.T)]
+        cmd = [python, str(HERE / "rvt_model.py"), "--rvt", args.rvt, "--size", size, "--T", str(args.T)]
         cmd += ["--threads", str(args.threads), "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
         cmd += ["--h", str(args.h), "--w", str(args.w), "--backward", "--json", str(out)]
-        env = {**os.environ, "RVT_MIRROR": str(mirror), **(kept_memory_env() if keep_memory else {})}
+        env = {**os.environ, **(kept_memory_env() if keep_memory else {})}
         proc, counted = run_counted(cmd, env=env)
         if proc.returncode != 0:
-            raise SystemExit(f"RVT's bench failed: {proc.stderr.strip().splitlines()[-1:]}")
+            raise SystemExit(f"RVT's bench (rvt_model.py) failed: {proc.stderr.strip()[-2000:]}")
         r = json.loads(out.read_text())
     return {
         **counted,
@@ -194,6 +173,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="alternations of RVT's run and ours")
     ap.add_argument("--h", type=int, default=384)
     ap.add_argument("--w", type=int, default=640)
+    ap.add_argument("--rvt", default=os.environ.get("RVT_REPO"), help="RVT's work tree or git dir ($RVT_REPO)")
+    ap.add_argument("--rvt-python", default=None, help="python with RVT's needs (default: made by rvt_env.sh)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--glibc-defaults", action="store_true", help=argparse.SUPPRESS)
@@ -205,21 +186,19 @@ def main() -> int:
         )
         return 0
 
-    harness, mirror = find_harness(), find_mirror()
-    skipped = None
-    if harness is None or mirror is None:
-        missing = "the rvt_bench harness ($RVT_BENCH)" if harness is None else "a git copy of RVT ($RVT_MIRROR)"
-        skipped = f"{missing} not found (see benchmarks/bench_vs_rvt.py)"
+    skipped, python = None, None
+    if not args.rvt:
+        skipped = f"needs RVT's code: {NO_RVT}"
     else:
-        setup = subprocess.run(["bash", str(harness / "setup.sh")], capture_output=True, text=True)
-        if setup.returncode != 0:
-            skipped = f"RVT's environment could not be set up: {setup.stderr.strip()[-300:]}"
+        try:
+            python = rvt_python(args.rvt_python)
+        except RuntimeError as e:
+            skipped = f"RVT's environment could not be set up: {e}"
     if skipped:
         print(f"bench_vs_rvt: skipped, {skipped}")
         if args.json:
             Path(args.json).write_text(json.dumps({"skipped": skipped}))
         return 0
-    python = setup.stdout.strip().splitlines()[-1]
 
     print(
         f"ours vs RVT's own code, {args.h}x{args.w}, batch 1, T={args.T}, {args.threads} threads, fp32, "
@@ -230,7 +209,7 @@ def main() -> int:
         runs = {(who, keep): [] for who in ("rvt", "ours") for keep in (False, True)}
         for _ in range(args.rounds):
             for keep in (False, True):
-                runs["rvt", keep].append(run_rvt(python, harness, mirror, size, args, keep))
+                runs["rvt", keep].append(run_rvt(python, size, args, keep))
                 runs["ours", keep].append(run_ours(size, args, keep))
         med = {
             key: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "rvt_commit"}

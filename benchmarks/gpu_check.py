@@ -13,9 +13,10 @@
     python benchmarks/gpu_check.py                              # everything; PASS/FAIL lines, then the numbers
     python benchmarks/gpu_check.py --only parity,amp --json runs/bench/gpu_check.json
 
-Exit status 1 when a check fails. The reference for ``parity`` is this code on the CPU (which the CPU test suite ties to
-RVT's own code through ``tests/test_rvt_parity.py``); throughput has no outside reference here: compare the rvt-* rows
-with ``../shared/tools/rvt_bench`` run on the same machine when you quote a ratio.
+Exit status 1 when a check fails. The reference for ``parity`` is this code on the CPU (which the CPU test suite ties
+to RVT's own code through ``tests/test_rvt_backbone_parity.py``); throughput has no outside reference here: compare the
+rvt-* rows with RVT's own code timed on the same machine (``benchmarks/rvt_model.py --rvt PATH --device cuda``) when
+you quote a ratio.
 """
 
 from __future__ import annotations

@@ -1,25 +1,27 @@
 """Where the backbone's time goes: RVT's own backbone and ours in one process, the same weights and input, timed
 alternately and profiled op by op (torch.profiler self CPU time per window).
 
-The reference is RVT's code (github.com/uzh-rpg/RVT at the commit of the local git copy), built by
-``../shared/tools/rvt_bench`` exactly as ``rvt_model_bench.py`` builds it (gen4 config, perturbed init). Our backbone
-is ``recurrent.RecurrentMaxViT`` with RVT's weights loaded (``recurrent.rvt_checkpoint.load_rvt_backbone``); the
-outputs of all 4 stages are compared first. ``recurrent`` needs only torch, timm and einops, so this runs in the
-harness's environment (which has RVT's omegaconf), one process for both:
+The reference is RVT's code (github.com/uzh-rpg/RVT at the commit of the copy given with ``--rvt``), built by
+``rvt_model.py`` beside this file (gen4 config, perturbed init). Our backbone is ``recurrent.RecurrentMaxViT`` with
+RVT's weights loaded (``recurrent.rvt_checkpoint.load_rvt_backbone``); the outputs of all 4 stages are compared first.
+RVT's code needs omegaconf and ``recurrent`` only torch, timm and einops, so both run in RVT's environment, one
+process: started from a python without omegaconf, this re-runs itself in ``--rvt-python`` or else in the environment
+``rvt_env.sh`` makes on first use (a few minutes).
 
-    PY=$(bash ../shared/tools/rvt_bench/setup.sh | tail -n 1)
-    $PY benchmarks/profile_vs_rvt.py                 # rvt-t, 384x640, T=5, 2 threads, ~1 min
-    $PY benchmarks/profile_vs_rvt.py --size b --rounds 9
+    python benchmarks/profile_vs_rvt.py --rvt ~/src/RVT                 # rvt-t, 384x640, T=5, 2 threads, ~1 min
+    python benchmarks/profile_vs_rvt.py --rvt ~/src/RVT --size b --rounds 9
 
-Without RVT's copy or the harness it prints why and exits 0.
+``--rvt`` (or ``$RVT_REPO``) is a work tree or a git dir of RVT's repository. Without it this prints what to pass and
+exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
+import importlib.util
+import os
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -28,30 +30,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_vs_rvt import find_harness, find_mirror, make_input  # noqa: E402
+from rvt_model import NO_RVT, build_detector, import_rvt, make_input, rvt_python  # noqa: E402
 
 
-def build(size: str, h: int, w: int):
-    import rvt_model_bench as harness
-    from rvt_mirror import extract_rvt
-
-    src = extract_rvt(harness.RVT_FILES)
-    import torch
-
+def build(rvt_path: str, size: str, h: int, w: int):
+    """RVT's detector (perturbed init, eval) and our backbone with its weights, plus RVT's commit and input size."""
     warnings.filterwarnings("ignore")
-    with contextlib.redirect_stdout(io.StringIO()):
-        from models.detection.yolox_extension.models.detector import YoloXDetector
+    rvt = import_rvt(rvt_path)
     from recurrent import rvt_base, rvt_small, rvt_tiny
     from recurrent.rvt_checkpoint import load_rvt_backbone
 
-    cfg, _ = harness.build_config(src, size, h, w)
-    torch.manual_seed(0)
-    rvt = YoloXDetector(cfg).eval()
-    harness.perturb_init(rvt, 0)
+    model, cfg = build_detector(rvt, size, h, w)
+    model.eval()
     part = tuple(cfg.backbone.stage.attention.partition_size)
     ours = {"t": rvt_tiny, "s": rvt_small, "b": rvt_base}[size](partition_size=part).eval()
-    load_rvt_backbone(ours, {"mdl." + k: v for k, v in rvt.state_dict().items()}, strict=False)
-    return rvt, ours
+    load_rvt_backbone(ours, {"mdl." + k: v for k, v in model.state_dict().items()}, strict=False)
+    return model, ours, rvt.commit, tuple(cfg.backbone.in_res_hw)
 
 
 def main() -> int:
@@ -63,25 +57,25 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7, help="alternating timed passes of T windows each")
     ap.add_argument("--top", type=int, default=14, help="ops to list")
+    ap.add_argument("--rvt", default=os.environ.get("RVT_REPO"), help="RVT's work tree or git dir ($RVT_REPO)")
+    ap.add_argument("--rvt-python", default=None, help="python with RVT's needs (default: made by rvt_env.sh)")
+    ap.add_argument("--in-rvt-env", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    harness_dir, mirror = find_harness(), find_mirror()
-    if harness_dir is None or mirror is None:
-        print("profile_vs_rvt: skipped, RVT's git copy or the rvt_bench harness is missing (see bench_vs_rvt.py)")
+    if not args.rvt:
+        print(f"profile_vs_rvt: skipped, needs RVT's code: {NO_RVT}")
         return 0
-    try:
-        import omegaconf  # noqa: F401
-    except ImportError:
-        print("profile_vs_rvt: skipped, run it with the harness's python (see the usage above): it needs omegaconf")
-        return 0
-    import os
-
-    os.environ.setdefault("RVT_MIRROR", str(mirror))
-    sys.path.insert(0, str(harness_dir))
+    if not args.in_rvt_env and (args.rvt_python or importlib.util.find_spec("omegaconf") is None):
+        try:
+            python = rvt_python(args.rvt_python)
+        except RuntimeError as e:
+            print(f"profile_vs_rvt: skipped, RVT's environment could not be set up: {e}")
+            return 0
+        return subprocess.run([python, __file__, *sys.argv[1:], "--in-rvt-env"]).returncode
     import torch
 
     torch.set_num_threads(args.threads)
-    rvt, ours = build(args.size, args.h, args.w)
-    x = make_input(args.T, 1, args.h, args.w).float()
+    rvt, ours, commit, (hp, wp) = build(args.rvt, args.size, args.h, args.w)
+    x = torch.nn.functional.pad(make_input(args.T, 1, args.h, args.w).float(), (0, wp - args.w, 0, hp - args.h))
 
     def run_rvt():
         states, outs = None, []
@@ -113,8 +107,8 @@ def main() -> int:
                     row[name] += e.self_cpu_time_total / 1000 / 3 / args.T
     rvt_ms, ours_ms = statistics.median(times["RVT"]), statistics.median(times["ours"])
     print(
-        f"rvt-{args.size} backbone, {args.h}x{args.w}, batch 1, state carried over T={args.T}, {args.threads} threads, "
-        f"fp32; max |ours - RVT| over 4 stages: {err:.1e}"
+        f"RVT {commit[:7]} vs ours, rvt-{args.size} backbone, {args.h}x{args.w}, batch 1, state carried over "
+        f"T={args.T}, {args.threads} threads, fp32; max |ours - RVT| over 4 stages: {err:.1e}"
     )
     print(
         f"per window (median of {args.rounds} alternating passes): RVT {rvt_ms:.1f} ms, ours {ours_ms:.1f} ms, "

@@ -2,10 +2,12 @@
 
     python benchmarks/run_all.py               # ~30 minutes on 2 CPU cores
     python benchmarks/run_all.py --only model,inference
+    python benchmarks/run_all.py --rvt ~/src/RVT      # with ours vs RVT's own code (a work tree or git dir of RVT)
 
 Each benchmark runs as its own process (``benchmarks/bench_<name>.py --json ...``) and prints its details; the table at
 the end collects the headline figures. Ratios are measured within one benchmark run; absolute times belong to the
-machine named in the header.
+machine named in the header. ``vs_rvt`` needs a copy of RVT's repository (``--rvt``, or ``$RVT_REPO`` as read by
+``bench_vs_rvt.py``); without one it is skipped, and the table says why.
 """
 
 from __future__ import annotations
@@ -132,7 +134,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of " + ", ".join(BENCHES))
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench"))
+    ap.add_argument("--rvt", default=None, help="RVT's work tree or git dir, for vs_rvt")
+    ap.add_argument("--rvt-python", default=None, help="python with RVT's needs, for vs_rvt (default: rvt_env.sh's)")
     args = ap.parse_args()
+    absolute = lambda p: p and os.path.abspath(os.path.expanduser(p))  # the children run in the repository root
+    rvt_args = {"--rvt": absolute(args.rvt), "--rvt-python": absolute(args.rvt_python)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     header = f"yolo-etram benchmarks on {machine()}, python {platform.python_version()}"
@@ -142,9 +148,10 @@ def main() -> int:
         print(f"\n== {name} ==", flush=True)
         path = out / f"{name}.json"
         t = time.perf_counter()
-        subprocess.run(
-            [sys.executable, str(ROOT / "benchmarks" / f"bench_{name}.py"), "--json", str(path)], check=True, cwd=ROOT
-        )
+        cmd = [sys.executable, str(ROOT / "benchmarks" / f"bench_{name}.py"), "--json", str(path)]
+        if name == "vs_rvt":
+            cmd += [arg for flag, value in rvt_args.items() if value for arg in (flag, value)]
+        subprocess.run(cmd, check=True, cwd=ROOT)
         seconds[name] = round(time.perf_counter() - t, 1)
         results[name] = json.loads(path.read_text())
     (out / "bench.json").write_text(json.dumps({"machine": header, "seconds": seconds, **results}, indent=1))
