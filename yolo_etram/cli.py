@@ -1,5 +1,5 @@
 """``etram-yolo``: the stock Ultralytics CLI with this plugin active, plus ``prepare``, ``synth``, ``convert``,
-``import-rvt`` and ``compare``.
+``import-rvt``, ``compare`` and ``ablate``.
 
 Usage:
     etram-yolo synth datasets/etram_synth_raw --train 4 --val 2 --test 1
@@ -8,6 +8,7 @@ Usage:
     etram-yolo train model=rvt-t.yaml data=etram-synth.yaml epochs=1
     etram-yolo import-rvt rvt-b.ckpt --model rvt-b-yolox.yaml --out rvt-b-etram.pt
     etram-yolo compare runs/detect/train runs/detect/train2      # experiment records side by side
+    etram-yolo ablate cfg/ablations/small_objects.yaml             # variants x seeds, intervals, paired tests
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ DATA_COMMANDS = {
     "convert": "yolo_etram.data.convert",
     "import-rvt": "yolo_etram.nn.rvt_import",
     "compare": "yolo_etram.metrics.records",
+    "ablate": "yolo_etram.experiments.ablate",
 }
 
 

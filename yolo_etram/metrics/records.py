@@ -1,5 +1,5 @@
 """Experiment records: every training run writes ``experiment_results.json``; ``etram-yolo compare`` puts runs side
-by side.
+by side (and prints the statistics of an ablation folder, see :mod:`yolo_etram.experiments.ablate`).
 
 The record holds all metrics of the final validation (Prophesee AP overall, by box size, per class, per class group,
 by object motion where the data has motion ground truth, class-agnostic, Ultralytics' own), the model and data YAMLs
@@ -144,6 +144,7 @@ def write_record(trainer) -> Path:
         "epochs_run": int(trainer.epoch) + 1,
         "best_fitness": trainer.best_fitness,
         "metrics": metrics_record(getattr(validator, "prophesee", None) or {}, trainer.metrics),
+        "speed_ms_per_window": (getattr(validator, "speed", None) or {}).get("inference"),
         "model_yaml": model_yaml,
         "data_yaml": {k: v for k, v in (trainer.data or {}).items() if k not in ("nc",)},
         "train_args": vars(trainer.args),
@@ -204,11 +205,20 @@ def compare_table(records: list[dict], names: list[str] | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="etram-yolo compare", description="Runs side by side, deltas against the first.")
-    ap.add_argument("runs", nargs="+", help="run folders (or their experiment_results.json)")
+    ap = argparse.ArgumentParser(
+        prog="etram-yolo compare",
+        description="Runs side by side, deltas against the first; an ablation folder prints its statistics.",
+    )
+    ap.add_argument("runs", nargs="+", help="run or ablation folders (or their experiment_results.json)")
     ap.add_argument("--json", default=None, help="also write the table's numbers here")
     args = ap.parse_args(argv)
     records = [load_record(r) for r in args.runs]
+    ablations = [r for r in records if r.get("kind") == "ablation"]
+    for r in ablations:  # ablate's own tables: means, intervals, paired differences
+        print((Path(r["run"]) / "ablation.md").read_text())
+    records = [r for r in records if r.get("kind") != "ablation"]
+    if not records:
+        return 0
     print(compare_table(records))
     if args.json:
         Path(args.json).write_text(json.dumps({r["run"]: _rows(r) for r in records}, indent=1))

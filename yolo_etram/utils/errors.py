@@ -16,6 +16,10 @@ class UnsupportedOptionError(EtramError, ValueError):
     """An option that cannot work on event streams or with a recurrent model."""
 
 
+class ExperimentError(EtramError, ValueError):
+    """An ablation spec that cannot be run, or a run of it that failed (named by file and run)."""
+
+
 class NonFiniteLossError(EtramError, FloatingPointError):
     """Training produced a NaN or infinite loss: stopped before the optimizer step could corrupt the weights."""
 

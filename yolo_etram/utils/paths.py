@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-KINDS = ("models", "datasets")
+KINDS = ("models", "datasets", "ablations")
 
 
 def cfg_dir() -> Path:
