@@ -1,9 +1,9 @@
-# The README's two commands: `make demo` and `make test`. Each sets up .venv on first use.
+# The README's two commands: `make demo` and `make test` (`make test-all`: every test). Each sets up .venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench evidence clean
+.PHONY: setup demo test test-all lint bench evidence clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,11 @@ $(STAMP): requirements.txt pyproject.toml setup.py yolo_etram_hook.pth
 demo: setup
 	$(PY) main.py
 
+# the fast tier (every module, slow paths at smoke size); test-all adds the tests marked slow (CI runs it)
 test: setup
+	$(PY) -m pytest -m "not slow"
+
+test-all: setup
 	$(PY) -m pytest
 
 lint: setup

@@ -73,7 +73,6 @@ def test_every_training_run_writes_an_experiment_record(run):
         assert len(record["code"]["git_commit"]) == 40
 
 
-@pytest.mark.slow
 def test_compare_reads_runs_and_prints_deltas(run, tmp_path):
     other = tmp_path / "b"
     shutil.copytree(run, other)

@@ -41,7 +41,6 @@ def test_windows_equal_prepare_bits(tmp_path):
             np.testing.assert_array_equal(w.hist, rep(*r.read_window(w.t_end, 50_000)))
 
 
-@pytest.mark.slow
 def test_predict_raw_recordings_carry_state_and_scale_boxes(tmp_path):
     a, b = recording(tmp_path / "a_td.h5", seed=1), recording(tmp_path / "b_td.h5", seed=2)
     model = tiny_model()
@@ -69,7 +68,6 @@ def test_predict_raw_recordings_carry_state_and_scale_boxes(tmp_path):
         torch.testing.assert_close(got, expected, atol=1e-3, rtol=1e-4)
 
 
-@pytest.mark.slow
 def test_two_recordings_do_not_share_state(tmp_path):
     """b predicted after a equals b predicted alone."""
     recording(tmp_path / "a_td.h5", seed=1)
@@ -81,7 +79,6 @@ def test_two_recordings_do_not_share_state(tmp_path):
         torch.testing.assert_close(x, y)
 
 
-@pytest.mark.slow
 def test_save_writes_a_readable_video(tmp_path):
     import cv2
 
@@ -157,7 +154,6 @@ def test_stream_memory_stays_flat_on_long_recordings(tmp_path):
     assert rss[1199] < rss[480] + 25, rss  # 720 more windows, 7.2 M more events
 
 
-@pytest.mark.slow
 def test_track_gives_ids_over_time(tmp_path):
     rec = recording(tmp_path / "a_td.h5", seconds=1.0, seed=5)
     model = tiny_model()
@@ -200,7 +196,6 @@ def test_every_source_kind_gives_the_same_windows(tmp_path, tiny_events):
     np.testing.assert_array_equal(wins[3].hist, seq.histograms(3, 4)[0])
 
 
-@pytest.mark.slow
 def test_ultralytics_predict_options_on_event_windows(tmp_path):
     """conf, classes, max_det, save_txt, save_conf and save_crop as Ultralytics users pass them; visualize stops."""
     rec = recording(tmp_path / "a_td.h5", seed=1)

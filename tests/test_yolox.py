@@ -365,7 +365,6 @@ def test_imported_model_exports_with_states(rvt_ckpt, tmp_path):
         np.testing.assert_allclose(runner(x.numpy()), ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.slow
 def test_imported_model_validates_with_prophesee_metrics(rvt_ckpt, tiny_events, tmp_path):
     """Prophesee metrics on an imported model: AP, class-agnostic AP_all (eTraM's 'All') and per-class AP."""
     out, _ = import_rvt(rvt_ckpt, tmp_path / "imported.pt", downsample=1, partition=(3, 4))
