@@ -1,4 +1,4 @@
-"""Bad input on the data side (issue #7, section 1): every problem is one :class:`EventDataError` line naming the file
+"""Bad input on the data side: every problem is one :class:`EventDataError` line naming the file
 (or argument), the problem and what to do; ``prepare`` exits with status 2, prints exactly that line on stderr and
 leaves no partial sequence behind. What can be repaired is repaired and counted instead (warnings, not errors).
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from yolo_etram import EventYOLO
 from yolo_etram.metrics.records import compare_table, load_record, metrics_record
@@ -68,7 +69,11 @@ def test_every_training_run_writes_an_experiment_record(run):
     assert record["model_yaml"]["event"]["nbins"] == 10 and record["data_yaml"]["groups"]["cars"] == [1]
     assert record["code"]["ultralytics"] and record["peak_memory_mib"]["rss"] > 100 and record["wall_time_s"] > 0
     assert record["train_args"]["epochs"] == 1
-    assert any(p.startswith("confusion_matrix") for p in record["plots"])
+    assert any(p.startswith("confusion_matrix") for p in record["plots"]) and record["confusion_matrix"]
+    assert any(c.endswith("best.pt") for c in record["checkpoints"])
+    assert (run / "training_command.txt").read_text().strip() == record["command"]
+    assert yaml.safe_load((run / "experiment_config.yaml").read_text())["train_args"]["epochs"] == 1
+    assert (run / "metrics_summary.txt").read_text().splitlines()[2].startswith("AP ")
     if (Path(__file__).parents[1] / ".git").exists():
         assert len(record["code"]["git_commit"]) == 40
 

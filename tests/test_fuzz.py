@@ -1,4 +1,4 @@
-"""Property tests of the data side (issue #7, section 4), with hypothesis.
+"""Property tests of the data side, with hypothesis.
 
 (a) Random valid recordings (any event count including zero, empty windows, bursts of equal timestamps, coordinates
     at 0 and W-1/H-1, odd sensor sizes), optionally dirty (out-of-frame events, decreasing timestamps, -1/1 polarity),

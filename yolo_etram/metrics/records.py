@@ -1,7 +1,8 @@
 """Experiment records: every training run writes ``experiment_results.json``; ``etram-yolo compare`` puts runs side
 by side (and prints the statistics of an ablation folder, see :mod:`yolo_etram.experiments.ablate`).
 
-The record holds all metrics of the final validation (Prophesee AP overall, by box size, per class, per class group,
+The record (beside it: ``training_command.txt``, ``experiment_config.yaml``, ``metrics_summary.txt``) holds all
+metrics of the final validation (Prophesee AP overall, by box size, per class, per class group,
 by object motion where the data has motion ground truth, class-agnostic, Ultralytics' own), the model and data YAMLs
 as used, the command line, the code version (git commit), wall time and peak memory, and the plots of the run.
 
@@ -149,10 +150,30 @@ def write_record(trainer) -> Path:
         "data_yaml": {k: v for k, v in (trainer.data or {}).items() if k not in ("nc",)},
         "train_args": vars(trainer.args),
         "plots": sorted(p.name for p in save_dir.glob("*.png")),
+        "confusion_matrix": sorted(p.name for p in save_dir.glob("confusion_matrix*.png")),
+        "checkpoints": sorted(str(p) for p in (save_dir / "weights").glob("*.pt")),
     }
     path = save_dir / RECORD
     save_text_atomic(path, json.dumps(jsonable(record), indent=1))
+    write_record_texts(save_dir, record)
     return path
+
+
+def write_record_texts(save_dir: Path, record: dict) -> None:
+    """The plain-text companions of a run's record: ``training_command.txt``, ``experiment_config.yaml`` (model, data
+    and train arguments as used) and ``metrics_summary.txt`` (the headline numbers, one per line)."""
+    import yaml
+
+    from yolo_etram.utils.files import save_text_atomic
+
+    save_text_atomic(save_dir / "training_command.txt", record["command"] + "\n")
+    config = {k: record.get(k) for k in ("model_yaml", "data_yaml", "train_args")}
+    save_text_atomic(save_dir / "experiment_config.yaml", yaml.safe_dump(jsonable(config), sort_keys=False))
+    lines = [f"run {record['run']}", f"wall time {record['wall_time_s']} s, peak RSS {record['peak_memory_mib']}"]
+    lines += [
+        f"{k:<24s} {'-' if v is None else f'{v:.4f}'}" for k, v in _rows(record).items() if k != "wall time (min)"
+    ]
+    save_text_atomic(save_dir / "metrics_summary.txt", "\n".join(lines) + "\n")
 
 
 def load_record(run: str | Path) -> dict:
