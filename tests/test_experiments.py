@@ -55,12 +55,13 @@ def test_one_seed_never_gets_an_interval():
 
 
 def write_spec(path: Path, **changes) -> Path:
+    """A spec of two variants: the baseline and no flips (Ultralytics' default fliplr is 0.5)."""
     spec = {
         "data": "data.yaml",
         "seeds": [0, 1],
         "train": {"model": "rvt-t.yaml", "epochs": 1, "batch": 2},
         "baseline": "base",
-        "variants": {"base": {}, "hflip": {"fliplr": 0.5}},
+        "variants": {"base": {}, "noflip": {"fliplr": 0.0}},
         "hypothesis": "flips help",
         **changes,
     }
@@ -78,6 +79,8 @@ def write_spec(path: Path, **changes) -> Path:
         ({"variants": {"base": {"seed": 3}}}, "['seed'] are set by the ablation"),
         ({"train": {"epochs": 1}}, "no model"),
         ({"metric": "AP"}, "unknown key(s) ['metric']"),
+        ({"variants": {"base": {}, "x": {"data_keys": {"channels": 10}}}}, "['channels'] cannot vary"),
+        ({"variants": {"base": {}, "flip": {"fliplr": 0.5}}}, "'flip' trains exactly as the baseline: fliplr=0.5"),
     ],
 )
 def test_bad_specs_are_one_line_errors_naming_the_file(tmp_path, changes, message):
@@ -91,8 +94,8 @@ def test_runs_go_seed_by_seed_with_their_own_arguments(tmp_path):
     (tmp_path / "data.yaml").write_text("path: .\n")
     spec = AblationSpec.load(write_spec(tmp_path / "s.yaml"))
     runs = spec.runs()
-    assert [r.name for r in runs] == ["base-seed0", "hflip-seed0", "base-seed1", "hflip-seed1"]
-    assert runs[1].args["fliplr"] == 0.5 and "fliplr" not in runs[0].args
+    assert [r.name for r in runs] == ["base-seed0", "noflip-seed0", "base-seed1", "noflip-seed1"]
+    assert runs[1].args["fliplr"] == 0.0 and "fliplr" not in runs[0].args
     assert runs[3].args["seed"] == 1 and runs[3].args["data"] == str((tmp_path / "data.yaml").resolve())
 
 
@@ -105,6 +108,35 @@ def test_the_shipped_specs_load_by_name():
         spec = AblationSpec.load(path.name)
         assert spec.baseline in spec.variants and len(spec.seeds) >= 3
         assert find_cfg(spec.data_path(), "datasets") is not None, spec.data
+
+
+def test_a_variant_changes_data_keys_through_its_own_data_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative `path` is looked up from the working directory (then datasets_dir)
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "data.yaml").write_text("path: prepared\ntrain: train\nval: val\nnames: {0: car}\nseq_len: 5\n")
+    variants = {"base": {}, "t10": {"data_keys": {"seq_len": 10, "size_aware": {"a": 1.0, "tau": 256}}}}
+    spec = AblationSpec.load(write_spec(tmp_path / "s.yaml", variants=variants))
+    out = tmp_path / "out"
+    spec.write_variant_data(out)
+    runs = {r.name: r for r in spec.runs(out)}
+    assert runs["base-seed0"].args["data"] == str((tmp_path / "data.yaml").resolve())
+    changed = yaml.safe_load(Path(runs["t10-seed1"].args["data"]).read_text())
+    assert changed["seq_len"] == 10 and changed["size_aware"] == {"a": 1.0, "tau": 256}
+    assert changed["path"] == str((tmp_path / "prepared").resolve()) and changed["names"] == {0: "car"}
+    assert "data_keys" not in runs["t10-seed0"].args  # not a train argument
+
+
+def test_ranks_train_on_their_own_gpu(monkeypatch):
+    from yolo_etram.experiments.ablate import rank_device
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert rank_device({"epochs": 1}) == {"epochs": 1}
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    assert rank_device({"epochs": 1}) == {"epochs": 1, "device": 1}
+    assert rank_device({"device": "cpu"}) == {"device": "cpu"}  # the spec's word wins
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    assert rank_device({"epochs": 1}) == {"epochs": 1}  # CPU ranks: as given
 
 
 def fake_record(folder: Path, ap: float, small: float) -> None:
@@ -131,25 +163,25 @@ def test_finished_runs_are_skipped_and_the_results_written(tmp_path, monkeypatch
     spec_path = write_spec(tmp_path / "s.yaml", seeds=[0, 1, 2])
     out = tmp_path / "out"
     spec = AblationSpec.load(spec_path)
-    aps = {("base", 0): 0.27, ("base", 1): 0.29, ("base", 2): 0.25, ("hflip", 0): 0.30, ("hflip", 1): 0.31}
+    aps = {("base", 0): 0.27, ("base", 1): 0.29, ("base", 2): 0.25, ("noflip", 0): 0.30, ("noflip", 1): 0.31}
     for (variant, seed), ap in aps.items():
         fake_record(out / "runs" / f"{variant}-seed{seed}", ap, small=ap / 2)
     trained = []
     monkeypatch.setattr("yolo_etram.experiments.ablate.train_one", lambda run, folder, quiet: trained.append(run.name))
     monkeypatch.setattr("yolo_etram.data.data_yaml.load_event_data", lambda data, split=None: {})
-    with pytest.raises(FileNotFoundError):  # hflip-seed2 has no record: it was "trained" but wrote nothing
+    with pytest.raises(FileNotFoundError):  # noflip-seed2 has no record: it was "trained" but wrote nothing
         run_ablation(spec_path, out)
-    assert trained == ["hflip-seed2"]
-    fake_record(out / "runs" / "hflip-seed2", 0.27, small=0.135)
+    assert trained == ["noflip-seed2"]
+    fake_record(out / "runs" / "noflip-seed2", 0.27, small=0.135)
     trained.clear()
     run_ablation(spec_path, out)
     assert trained == [] and all(run_state(run_dir(out, r)) == "done" for r in spec.runs())
 
     rows = {(r["variant"], r["metric"]): r for r in csv.DictReader(open(out / "ablation.csv"))}
-    base, flip = rows[("base", "AP")], rows[("hflip", "AP")]
+    base, flip = rows[("base", "AP")], rows[("noflip", "AP")]
     assert float(base["mean"]) == pytest.approx(0.27) and float(base["std"]) == pytest.approx(0.02)
     assert float(flip["diff"]) == pytest.approx(0.07 / 3) and float(flip["p_value"]) == pytest.approx(0.0198, abs=1e-4)
-    assert rows[("hflip", "group small")]["diff"] and rows[("base", "stationary AP")]["mean"]
+    assert rows[("noflip", "group small")]["diff"] and rows[("base", "stationary AP")]["mean"]
     assert rows[("base", "parked AP")]["seeds"] == "0"  # no run has it: no number made up
     md = (out / "ablation.md").read_text()
     assert "flips help" in md and "raises AP by +0.023" in md
@@ -159,7 +191,7 @@ def test_finished_runs_are_skipped_and_the_results_written(tmp_path, monkeypatch
     assert record["kind"] == "ablation" and len(record["runs"]) == 6 and record["runs"][0]["checkpoints"]
     for name in ("experiment_hypothesis.txt", "experiment_config.yaml", "training_command.txt", "metrics_summary.txt"):
         assert (out / name).read_text().strip(), name
-    assert "fliplr=0.5" in (out / "training_command.txt").read_text()
+    assert "fliplr=0.0" in (out / "training_command.txt").read_text()
 
 
 def test_a_failed_run_stops_the_ablation_with_its_name(tmp_path, monkeypatch):
@@ -185,7 +217,7 @@ def test_a_real_ablation_over_two_seeds_runs_resumes_and_compares(tiny_events, t
     out = tmp_path / "out"
     run_ablation(spec_path, out, quiet=True)
     rows = {(r["variant"], r["metric"]): r for r in csv.DictReader(open(out / "ablation.csv"))}
-    assert rows[("base", "AP")]["seeds"] == "2" and rows[("hflip", "AP")]["p_value"] != ""
+    assert rows[("base", "AP")]["seeds"] == "2" and rows[("noflip", "AP")]["p_value"] != ""
     assert float(rows[("base", "train min")]["mean"]) > 0 and float(rows[("base", "ms/window")]["mean"]) > 0
     first = (out / "ablation.csv").read_text()
     stamp = (out / "runs" / "base-seed0" / RECORD).stat().st_mtime

@@ -3,5 +3,5 @@ t intervals, paired differences against the baseline) and the ablation's record.
 ``EventYOLO``; nothing below imports it.
 
 Usage:
-    $ etram-yolo ablate cfg/ablations/hflip.yaml --out runs/ablate/hflip
+    $ etram-yolo ablate cfg/ablations/small_objects.yaml --out runs/ablate/small_objects
 """

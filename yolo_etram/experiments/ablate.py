@@ -20,9 +20,9 @@ Written to ``OUT`` (default ``runs/ablate/<name>``):
   folder and checkpoints).
 
 Usage:
-    $ etram-yolo ablate cfg/ablations/hflip.yaml --out runs/ablate/hflip
+    $ etram-yolo ablate cfg/ablations/small_objects.yaml --out runs/ablate/small_objects
     >>> from yolo_etram.experiments.ablate import run_ablation
-    >>> out = run_ablation("cfg/ablations/hflip.yaml")
+    >>> out = run_ablation("cfg/ablations/small_objects.yaml")
 """
 
 from __future__ import annotations
@@ -63,10 +63,21 @@ def run_state(folder: Path) -> str:
     return "partial" if (folder / "weights" / "last.pt").is_file() else "new"
 
 
+def rank_device(args: dict) -> dict:
+    """Under torchrun on a machine with several GPUs, a rank's runs train on its own GPU (``LOCAL_RANK``) unless the
+    spec names a device."""
+    local = os.environ.get("LOCAL_RANK")
+    if local is None or "device" in args:
+        return args
+    import torch
+
+    return {**args, "device": int(local)} if torch.cuda.device_count() > int(local) else args
+
+
 def train_one(run: Run, folder: Path, quiet: bool = False) -> None:
     """Train one run in a child process, as a single process even under torchrun (the launcher's variables are
     removed: each rank's runs are independent trainings)."""
-    job = {"run": str(folder), "args": run.args, "resume": run_state(folder) == "partial"}
+    job = {"run": str(folder), "args": rank_device(run.args), "resume": run_state(folder) == "partial"}
     folder.mkdir(parents=True, exist_ok=True)
     save_text_atomic(folder / "ablation_run.json", json.dumps(job, indent=1))
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_ENV}
@@ -88,7 +99,8 @@ def run_ablation(spec_path: str | Path, out: str | Path | None = None, quiet: bo
         from yolo_etram.data.data_yaml import load_event_data
 
         load_event_data(spec.data_path())
-    runs = spec.runs()
+        spec.write_variant_data(out)
+    runs = spec.runs(out)
     started = time.time()
     for i, run in enumerate(runs):
         if i % world != rank:
@@ -293,8 +305,10 @@ def write_results(spec: AblationSpec, out: Path, runs: list[Run], seconds: float
     (out / "metrics_summary.txt").write_text(md)
     plot(spec, rows, out / "ablation.png")
     (out / "experiment_hypothesis.txt").write_text((spec.hypothesis or "(none given)") + "\n")
+    variants = {k: {**v, **({"data_keys": spec.data_keys[k]} if k in spec.data_keys else {})}
+                for k, v in spec.variants.items()}  # fmt: skip
     config = {"name": spec.name, "data": spec.data, "seeds": list(spec.seeds), "train": spec.train,
-              "baseline": spec.baseline, "variants": spec.variants, "hypothesis": spec.hypothesis}  # fmt: skip
+              "baseline": spec.baseline, "variants": variants, "hypothesis": spec.hypothesis}  # fmt: skip
     (out / "experiment_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     commands = [shlex.join(sys.argv)] + [
         f"# {r.name}: " + shlex.join(["yolo", "train", *(f"{k}={v}" for k, v in r.args.items())]) for r in runs
