@@ -42,7 +42,7 @@ def median_ms(fn, n: int) -> float:
 def event_windows(tmp: Path):
     """The 50 ms windows of a synthetic 1280x720 recording and the representation's time per window."""
     from yolo_etram.data.io import EventReader
-    from yolo_etram.data.representation import StackedHistogram
+    from yolo_etram.data.representations import StackedHistogram
     from yolo_etram.data.synth import SynthConfig, synthesize_recording
 
     rec = tmp / "rec"

@@ -8,9 +8,9 @@
 # Prints the environment's python on its last line; pip's output goes to stderr.
 set -euo pipefail
 venv="${1:-${XDG_CACHE_HOME:-$HOME/.cache}/yolo-etram-rvt-venv}"
-needs="import torch, numpy, omegaconf, einops, timm, h5py, hdf5plugin"
+needs="import torch, numpy, omegaconf, einops, timm, h5py, hdf5plugin, numba, tqdm"
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "$needs" 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q torch==2.14.1 numpy omegaconf einops timm h5py hdf5plugin >&2
+  "$venv/bin/pip" install -q torch==2.14.1 numpy omegaconf einops timm h5py hdf5plugin numba tqdm >&2
 fi
 echo "$venv/bin/python"

@@ -26,7 +26,7 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing the package
 from yolo_etram.data.io import EventReader  # noqa: E402  (numpy/h5py only)
 from yolo_etram.data.render import draw_boxes, render_histogram  # noqa: E402  (numpy; OpenCV when drawing)
-from yolo_etram.data.representation import StackedHistogram  # noqa: E402  (numpy only)
+from yolo_etram.data.representations import StackedHistogram  # noqa: E402  (numpy only)
 from yolo_etram.data.stream import window_ends  # noqa: E402  (numpy only)
 
 

@@ -480,8 +480,8 @@ def test_data_yaml_channels_must_match_histograms(tmp_path, prepared_nbins5):
     y = write_yaml(tmp_path / "d.yaml", path=str(prepared_nbins5), channels=20)
     with pytest.raises(
         EventDataError,
-        match=r"d.yaml: channels is 20 but the prepared histograms of train \(.*"
-        r"event_representations.h5\) have 10 channels; set channels: 10",
+        match=r"d.yaml: channels is 20 but the prepared data of train \(.*"
+        r"event_representations.h5\) has 10 channels \(stacked_histogram, 5 bins.*\); set channels: 10",
     ):
         load_event_data(str(y))
     assert (
@@ -515,9 +515,13 @@ def test_any_event_key_makes_a_yaml_event_data(tmp_path, key, value):
 
 def test_data_yaml_downsample_is_a_factor(tmp_path, prepared_nbins5):
     assert (
-        load_event_data(str(write_yaml(tmp_path / "ok.yaml", path=str(prepared_nbins5), downsample=2)))["downsample"]
-        == 2
+        load_event_data(str(write_yaml(tmp_path / "ok.yaml", path=str(prepared_nbins5), downsample=1)))["downsample"]
+        == 1
     )
+    with pytest.raises(
+        EventDataError, match="ds2.yaml: downsample is 2 but the prepared data of train .* is stored at"
+    ):
+        load_event_data(str(write_yaml(tmp_path / "ds2.yaml", path=str(prepared_nbins5), downsample=2)))
     for bad in (True, 3):
         with pytest.raises(EventDataError, match="bad.yaml: downsample: .* is not a downsampling factor; use 1"):
             load_event_data(str(write_yaml(tmp_path / "bad.yaml", path=str(prepared_nbins5), downsample=bad)))

@@ -23,7 +23,7 @@ from ultralytics.utils.nms import non_max_suppression  # noqa: E402
 
 from yolo_etram import EventYOLO  # noqa: E402
 from yolo_etram.data.io import EventReader, write_events_h5  # noqa: E402
-from yolo_etram.data.representation import StackedHistogram  # noqa: E402
+from yolo_etram.data.representations import StackedHistogram  # noqa: E402
 from yolo_etram.export import EventExporter, export_recurrent  # noqa: E402
 from yolo_etram.nn.exported import (  # noqa: E402
     StatefulOnnxModel,

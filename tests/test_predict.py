@@ -8,8 +8,9 @@ import torch
 from rawdata import random_events
 
 from yolo_etram import EventYOLO
+from yolo_etram.data.event_settings import EventSettings
 from yolo_etram.data.io import write_events_h5
-from yolo_etram.data.representation import StackedHistogram
+from yolo_etram.data.representations import StackedHistogram
 from yolo_etram.data.stream import EventWindowSource
 
 
@@ -30,7 +31,7 @@ def recording(path, seconds=0.6, w=256, h=192, seed=0):
 
 def test_windows_equal_prepare_bits(tmp_path):
     rec = recording(tmp_path / "a_td.h5")
-    wins = list(EventWindowSource(rec, downsample=2))
+    wins = list(EventWindowSource(rec, EventSettings(downsample=2)))
     assert [w.t_end for w in wins] == list(range(50_000, 600_001, 50_000))
     assert wins[0].is_first and not any(w.is_first for w in wins[1:])
     from yolo_etram.data.io import EventReader
@@ -54,7 +55,7 @@ def test_predict_raw_recordings_carry_state_and_scale_boxes(tmp_path):
     ref = []
     for rec in (a, b):
         net.reset_states()
-        for w in EventWindowSource(rec, downsample=2):
+        for w in EventWindowSource(rec, EventSettings(downsample=2)):
             with torch.no_grad():
                 out = net(torch.from_numpy(w.hist)[None].float())[0]
             det = non_max_suppression(out, conf_thres=0.0, iou_thres=0.7, max_det=5)[0]
@@ -177,7 +178,7 @@ def test_every_source_kind_gives_the_same_windows(tmp_path, tiny_events):
     arr["x"], arr["y"], arr["p"], arr["t"] = x, y, p, t
     np.save(tmp_path / "r_td.npy", arr)
     kinds = [
-        list(EventWindowSource(tmp_path / f"r_td.{ext}", downsample=2, height=192, width=256))
+        list(EventWindowSource(tmp_path / f"r_td.{ext}", EventSettings(downsample=2), height=192, width=256))
         for ext in ("h5", "dat", "npy")
     ]
     assert len(kinds[0]) == 10

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from rvt_reference import rvt_histogram
 
-from yolo_etram.data.representation import StackedHistogram
+from yolo_etram.data.representations import StackedHistogram
 
 
 def window(n, span, w, h, seed):

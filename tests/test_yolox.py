@@ -327,10 +327,14 @@ def test_cli_import_writes_a_checkpoint_that_predicts(rvt_ckpt, tmp_path):
     assert isinstance(net, EventDetectionModel) and isinstance(net.model[-1], YOLOXDetect)
     assert net.names == {0: "pedestrian", 1: "vehicle", 2: "micromobility"}
     assert net.yaml["event"] == {
-        "downsample": 2,
+        "representation": "stacked_histogram",
         "nbins": 10,
+        "cutoff": 10,
         "window_ms": 50,
+        "window_events": None,
+        "downsample": 2,
         "channels": 20,
+        "dtype": "uint8",
         "partition": [3, 4],
         "input": "histogram",
         "memory": True,

@@ -22,7 +22,8 @@ import torch
 from ultralytics.engine.results import Results
 from ultralytics.models.yolo.detect import DetectionPredictor
 
-from yolo_etram.data.data_yaml import event_settings, load_event_data
+from yolo_etram.data.data_yaml import data_settings, load_event_data
+from yolo_etram.data.event_settings import EventSettings
 from yolo_etram.data.render import render_histogram
 from yolo_etram.data.stream import EventWindowSource, is_event_source
 from yolo_etram.integrations.ultralytics import event_seams
@@ -83,16 +84,13 @@ class EventPredictor(DetectionPredictor):
         keep_freed_memory(self.device)
 
     def setup_source(self, source, stride=None):
-        cfg = self.event_cfg()
+        settings = self.event_settings()
         if isinstance(source, EventWindowSource):  # e.g. with a time range: EventWindowSource(path, start_us=...)
             windows = source
+            if source.required is not None:
+                settings.require_same(source.required, "the model", "the window source")
         elif is_event_source(source):
-            windows = EventWindowSource(
-                source,
-                downsample=int(cfg.get("downsample", 1)),
-                nbins=int(cfg.get("nbins", 10)),
-                window_ms=int(cfg.get("window_ms", 50)),
-            )
+            windows = EventWindowSource(source, settings)
         else:
             raise ValueError(
                 f"{source}: not an event recording (*_td.h5, .dat, .npy, .raw) or prepared sequence folder"
@@ -103,14 +101,16 @@ class EventPredictor(DetectionPredictor):
         self.vid_writer = {}
         self.args.batch = 1  # one stream: consecutive windows are time steps, not a batch
 
-    def event_cfg(self) -> dict:
-        """How windows are built (downsample, bins, window length): the data YAML if given, else the model's."""
-        if self.args.data and str(self.args.data).endswith((".yaml", ".yml")):
-            return event_settings(load_event_data(self.args.data, split="val"))
+    def event_settings(self) -> EventSettings:
+        """How windows are built: the model's recorded settings; a data YAML, if given, must have the same."""
         native = self.event_model()
-        if native is not None:
-            return dict(native.yaml.get("event") or {})
-        return dict(getattr(self.model, "metadata", {}).get("event") or {})
+        record = native.event if native is not None else getattr(self.model, "metadata", {}).get("event")
+        settings = EventSettings.from_dict(record or {}, "the model")
+        if self.args.data and str(self.args.data).endswith((".yaml", ".yml")):
+            settings.require_same(
+                data_settings(load_event_data(self.args.data, split="val")), "the model", str(self.args.data)
+            )
+        return settings
 
     def event_model(self):
         return find_event_model(self.model) if self.model is not None else None

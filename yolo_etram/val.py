@@ -26,8 +26,9 @@ from yolo_etram.data.build import (
     frames,
     preprocess_event_batch,
 )
-from yolo_etram.data.data_yaml import load_event_data
+from yolo_etram.data.data_yaml import data_settings, load_event_data
 from yolo_etram.data.dataset import EventClipDataset
+from yolo_etram.data.event_settings import EventSettings
 from yolo_etram.data.motion import UNKNOWN, motion_subsets
 from yolo_etram.data.prepared import stored_size
 from yolo_etram.data.render import plot_batch
@@ -73,6 +74,16 @@ class EventDetMetrics(DetMetrics):
         return self.results_dict[key]
 
 
+def check_model_settings(backend, native, data: dict, name) -> None:
+    """A trained model (or export) validates only on data built with its event settings: one line naming both."""
+    record = native.event if native is not None else (getattr(backend, "metadata", None) or {}).get("event")
+    if isinstance(record, str):
+        record = json.loads(record)
+    if record:
+        source = data.get("yaml_file") or "the data"
+        EventSettings.from_dict(record, f"{name}").require_same(data_settings(data), f"{name}", f"{source}")
+
+
 class EventValidator(DetectionValidator):
     """Validate a recurrent detector on prepared event sequences; headline metric: Prophesee AP."""
 
@@ -108,6 +119,7 @@ class EventValidator(DetectionValidator):
             if runner is not None:
                 self.args.batch = runner.batch
             native = find_event_model(backend)
+            check_model_settings(backend, native, data, self.args.model)
             hw = stored_size(data, self.args.split)
             if native is not None and hw is not None:
                 if data.get("partition"):

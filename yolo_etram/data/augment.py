@@ -127,12 +127,21 @@ def resolve_aug(augment: AugConfig | bool | None, default: AugConfig) -> AugConf
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Transforms: img is a uint8 tensor (T, C, H, W); labels one entry per frame
+# Transforms: img is a (T, C, H, W) tensor in the stored dtype; labels one entry per frame
 # ----------------------------------------------------------------------------------------------------------------------
 
 
 def _map_boxes(labels: Labels, fn) -> Labels:
     return [None if b is None else fn(b) for b in labels]
+
+
+def resize_nearest(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(mode='nearest-exact')`` for every stored dtype: int8 frames go through uint8 shifted by 128, as
+    RVT's ``downsample_ev_repr`` does (torch has no int8 resize); nearest picks pixels, so the values are unchanged."""
+    if img.dtype == torch.int8:
+        shifted = (img.to(torch.int16) + 128).to(torch.uint8)
+        return (F.interpolate(shifted, size=size, mode="nearest-exact").to(torch.int16) - 128).to(torch.int8)
+    return F.interpolate(img, size=size, mode="nearest-exact")
 
 
 def hflip(img: torch.Tensor, labels: Labels) -> tuple[torch.Tensor, Labels]:
@@ -155,7 +164,7 @@ def zoom_out(img: torch.Tensor, labels: Labels, factor: float, ux: float, uy: fl
         return img, labels
     x0, y0 = int(ux * (w - zw)), int(uy * (h - zh))
     out = torch.zeros_like(img)
-    out[..., y0 : y0 + zh, x0 : x0 + zw] = F.interpolate(img, size=(zh, zw), mode="nearest-exact")
+    out[..., y0 : y0 + zh, x0 : x0 + zw] = resize_nearest(img, (zh, zw))
     sx, sy = np.float32(zw / w), np.float32(zh / h)
 
     def move(b):
@@ -204,7 +213,7 @@ def zoom_in(
         return img, labels
     box = recent[min(int(ubox * len(recent)), len(recent) - 1), 1:5]
     x0, y0 = zoom_in_window(box, (h, w), (zh, zw), ux, uy)
-    out = F.interpolate(img[..., y0 : y0 + zh, x0 : x0 + zw], size=(h, w), mode="nearest-exact")
+    out = resize_nearest(img[..., y0 : y0 + zh, x0 : x0 + zw], (h, w))
     sx, sy = np.float32(w / zw), np.float32(h / zh)
 
     def crop(b):

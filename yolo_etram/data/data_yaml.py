@@ -1,6 +1,8 @@
 """Event data YAMLs: Ultralytics data YAMLs plus event keys, with defaults and the build-on-first-use synthetic set.
 
-Event keys (all optional): ``representation`` (folder under ``event_representations_v2``), ``downsample``,
+Event keys (all optional): ``representation`` (folder under ``event_representations_v2``, needed only when a sequence
+holds several; its event settings come from the data, see :mod:`.event_settings`), ``downsample`` (checked against the
+data),
 ``seq_len`` (windows per clip, the truncated-BPTT length), ``sampling`` (``stream``, ``random`` or ``mixed``),
 ``mixed_random_fraction``, ``partition`` (attention partition for this input size), ``eval`` (Prophesee filter:
 ``skip_ts_us``, ``min_box_diag``, ``min_box_side``), ``groups`` (name -> class ids, for grouped AP), ``input``
@@ -23,13 +25,14 @@ import yaml
 
 from yolo_etram.utils.errors import EventDataError, one_line
 
-from .representation import check_downsample, parse_representation_dir
+from .event_settings import EventSettings
+from .representations import check_downsample
 from .sampler import Sampling
 
 EVENT_DEFAULTS = {
-    "channels": 20,
+    "channels": None,
     "representation": None,
-    "downsample": 1,
+    "downsample": None,
     "seq_len": 5,
     "sampling": "stream",
     "mixed_random_fraction": 0.5,
@@ -106,10 +109,11 @@ def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
             d[key] = value
     if d["sampling"] not in {m.value for m in Sampling}:
         raise EventDataError(f"{src}: sampling '{d['sampling']}' is not one of {', '.join(m.value for m in Sampling)}")
-    try:
-        d["downsample"] = check_downsample(d["downsample"], f"{src}: downsample")
-    except ValueError as e:
-        raise EventDataError(str(e)) from None
+    if d["downsample"] is not None:
+        try:
+            d["downsample"] = check_downsample(d["downsample"], f"{src}: downsample")
+        except ValueError as e:
+            raise EventDataError(str(e)) from None
     if d["input"] not in INPUTS:
         raise EventDataError(f"{src}: input '{d['input']}' is not one of {', '.join(INPUTS)}")
     root = resolve_root(d.get("path", "."), yaml_file)
@@ -128,7 +132,14 @@ def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
             raise EventDataError(
                 f"{src}: {s} folder {d[s]} does not exist (prepare the data with `etram-yolo prepare`)"
             )
-    check_channels(d, needed, src, channels_given)
+    settings = check_channels(d, needed, src, channels_given)
+    if settings is not None:
+        d["event_settings"] = settings.to_dict()
+        if d["input"] == "event_frame" and settings.polarities != 2:
+            raise EventDataError(
+                f"{src}: input event_frame sums the time bins of each polarity, but {settings.representation} "
+                "stores one signed value per bin; use input: histogram"
+            )
     for g, ids in d["groups"].items():
         bad = [i for i in ids if int(i) not in d["names"]]
         if bad:
@@ -148,40 +159,60 @@ def is_event_data(data) -> bool:
     return isinstance(d, dict) and any(k in d for k in EVENT_KEYS)
 
 
-def check_channels(d: dict, splits: list[str], src, given: bool = True) -> None:
-    """``channels`` must be the prepared histograms' channel count (checked on each split's first sequence); when the
-    YAML does not set it, it is taken from the data."""
+def check_channels(d: dict, splits: list[str], src, given: bool = True) -> EventSettings | None:
+    """The event settings of the prepared data (each split's first sequence; all splits must agree). ``channels`` and
+    ``downsample``, when the YAML sets them, must fit them; when it does not, they are taken from the data."""
     from .prepared import PreparedSequence, list_sequences
 
     c = d.get("channels")
-    if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-        raise EventDataError(f"{src}: channels must be a positive integer (2 x time bins), not {c!r}")
+    if given and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
+        raise EventDataError(f"{src}: channels must be a positive integer (the representation's), not {c!r}")
+    settings, first = None, None
     for s in splits:
         seqs = list_sequences(d[s])
         if not seqs:
             continue  # the dataset says so, naming the folder
         seq = PreparedSequence(seqs[0], d.get("representation"))
-        if not given:
-            d["channels"] = c = seq.channels
-            given = True
-        elif seq.channels != c:
+        if settings is None:
+            settings, first = seq.settings, f"{s} ({seq.repr_dir})"
+        else:
+            settings.require_same(seq.settings, first, f"{s} ({seq.repr_dir})")
+        if given and seq.channels != c:
             raise EventDataError(
-                f"{src}: channels is {c} but the prepared histograms of {s} ({seq.h5_path}) have "
-                f"{seq.channels} channels; set channels: {seq.channels} or re-run prepare with "
-                f"--nbins {c // 2}"
+                f"{src}: channels is {c} but the prepared data of {s} ({seq.h5_path}) has "
+                f"{seq.channels} channels ({seq.settings.describe()}); set channels: {seq.channels} or leave it out"
             )
+    if settings is None:
+        d["channels"] = c if given else 20
+        d["downsample"] = d["downsample"] or 1
+        return None
+    d["channels"] = settings.channels
+    if d["downsample"] is not None and d["downsample"] != settings.downsample:
+        raise EventDataError(
+            f"{src}: downsample is {d['downsample']} but the prepared data of {first} is stored at downsample "
+            f"{settings.downsample}; set downsample: {settings.downsample} or leave it out"
+        )
+    d["downsample"] = settings.downsample
+    return settings
+
+
+def data_settings(data: dict) -> EventSettings:
+    """The event settings of a loaded data YAML's prepared data (RVT's defaults when it has no sequence yet)."""
+    if data.get("event_settings"):
+        return EventSettings.from_dict(data["event_settings"], str(data.get("yaml_file") or "data"))
+    parsed = EventSettings.from_folder_name(data.get("representation"), int(data.get("downsample") or 1))
+    return parsed or EventSettings(
+        nbins=int(data.get("channels") or 20) // 2, downsample=int(data.get("downsample") or 1)
+    )
 
 
 def event_settings(data: dict) -> dict:
-    """What prediction needs to rebuild the training windows: downsample, bins, window length, channels, partition.
+    """What prediction needs to rebuild the training windows (:class:`EventSettings`, see :func:`data_settings`) and
+    how the model reads them (partition, input, memory).
 
     Stored in the model (``model.yaml["event"]``) by the trainer, so checkpoints predict on raw recordings alone."""
-    window_ms, nbins = parse_representation_dir(data.get("representation")) or (50, data.get("channels", 20) // 2)
     return {
-        "downsample": int(data.get("downsample") or 1),
-        "nbins": nbins,
-        "window_ms": window_ms,
-        "channels": int(data.get("channels", 20)),
+        **data_settings(data).to_dict(),
         "partition": list(data.get("partition") or []),
         "input": data.get("input") or "histogram",
         "memory": bool(data.get("memory", True)),

@@ -9,7 +9,7 @@ A clip is ``seq_len`` (T) consecutive windows ``[start, start + T)`` of one sequ
 
 Items are addressed by the keys of :mod:`yolo_etram.data.sampler` (``ClipKey(clip, aug, random, is_first)``; a
 plain ``(clip, aug)`` tuple or int indexes the active ``sampling`` table); ``PAD_CLIP`` gives an all-padded empty clip.
-An item reads its histograms with a single HDF5 slice, keeps them uint8 at the stored resolution (the trainer pads and
+An item reads its frames with a single HDF5 slice, keeps them in the stored dtype and resolution (the trainer pads and
 casts on the device), and carries boxes as ``[cls, x1, y1, x2, y2]`` pixels per frame.
 
 Labels follow RVT's loader: boxes as :class:`PreparedSequence` serves them; a label frame left without boxes (flat
@@ -133,6 +133,10 @@ class EventClipDataset(Dataset):
             raise EventDataError(f"{self.root}: sequences differ in (C, H, W): {sorted(shapes)}")
         self.channels, *hw = shapes.pop()
         self.hw = tuple(hw)
+        self.settings = self.sequences[0].settings
+        for seq in self.sequences[1:]:
+            self.settings.require_same(seq.settings, str(self.sequences[0].repr_dir), str(seq.repr_dir))
+        self.dtype = getattr(torch, self.settings.dtype)  # uint8, int8 or float16
         lut = _class_lut(class_map)
         self._boxes = [_SequenceBoxes(s, lut) for s in self.sequences]
         found = sorted({int(c) for b in self._boxes for c in np.unique(b.boxes[:, 0])})
@@ -189,7 +193,7 @@ class EventClipDataset(Dataset):
         labels: list[np.ndarray | None] = [None] * T
         if key.clip == PAD_CLIP:
             seq_id, is_first = -1, False
-            img = torch.zeros((T, self.channels, H, W), dtype=torch.uint8)
+            img = torch.zeros((T, self.channels, H, W), dtype=self.dtype)
         else:
             table = self.clips_random if key.random else self.clips_stream
             row = table[key.clip]

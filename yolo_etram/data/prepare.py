@@ -4,10 +4,15 @@ Output per sequence (RVT's layout, so RVT-prepared data loads here and ours load
 
     OUT/<split>/<name>/labels_v2/labels.npz                  labels, objframe_idx_2_label_idx
     OUT/<split>/<name>/labels_v2/timestamps_us.npy           label-frame times
-    OUT/<split>/<name>/event_representations_v2/stacked_histogram_dt=50_nbins=10/
-        event_representations[_ds2_nearest].h5               'data' uint8 (N, 20, H, W), blosc zstd, 1 chunk/window
+    OUT/<split>/<name>/event_representations_v2/stacked_histogram_dt=50_nbins=10/   (RVT's folder name)
+        event_representations[_ds2_nearest].h5               'data' uint8 (N, 20, H, W), blosc, 1 chunk/window
         timestamps_us.npy                                    window end times
         objframe_idx_2_repr_idx.npy                          window index of each label frame
+        event_settings.json                                  how the windows were built (EventSettings)
+
+``--representation`` chooses among RVT's and ReYOLOv8's representations (:mod:`.representations`), each bit-identical
+to its reference's code; ``--window-events N`` takes RVT's constant-count windows (the last N events up to each
+window's end) instead of 50 ms durations.
 
 A sequence is built in ``OUT/.in_progress/`` and renamed into place when complete, so an interrupted run restarted with
 the same arguments skips finished sequences and never mistakes a half-written one for a finished one.
@@ -37,6 +42,7 @@ import numpy as np
 from yolo_etram.utils.errors import one_line
 from yolo_etram.utils.files import save_npy_atomic, save_npz_atomic, save_text_atomic
 
+from .event_settings import EventSettings
 from .io import SENSOR_SIZES, EventDataError, EventReader, blosc, find_recordings, load_boxes, open_h5
 from .labels import (
     DATASET_KINDS,
@@ -48,7 +54,7 @@ from .labels import (
     select_label_frames,
 )
 from .motion import MOTION_FILE, align_motion, raw_motion_path
-from .representation import StackedHistogram, check_downsample, representation_dir_name, representation_file_name
+from .representations import REPRESENTATIONS, EventRepresentation, check_downsample
 
 SPLITS = ("train", "val", "test")
 IN_PROGRESS = ".in_progress"
@@ -60,11 +66,25 @@ class PrepareConfig:
 
     kind: str = "etram"
     window_ms: int = 50
-    nbins: int = 10
-    cutoff: int = 10
+    nbins: int | None = None  # None: the representation's default (10 for RVT's, 5 for ReYOLOv8's)
+    cutoff: int | None = None  # None: the representation's default (10 histogram, 32 mixed-density stack, else none)
     downsample: int | None = None  # factor 1 or 2; None: the dataset kind's default (halve 1280x720 sensors)
     class_map: str | None = None  # None or "etram8to3"
-    codec: str = "lz4"  # blosc codec of the histograms: lz4 (fast) or zstd (RVT's, smaller)
+    codec: str = "lz4"  # blosc codec of the frames: lz4 (fast) or zstd (RVT's, smaller)
+    representation: str = "stacked_histogram"
+    window_events: int | None = None  # RVT's constant-count windows: the last N events (step: window_ms)
+
+    def settings(self) -> EventSettings:
+        """The event settings this configuration builds (raises :class:`EventDataError` for impossible ones)."""
+        extra = {} if self.cutoff is None else {"cutoff": self.cutoff}
+        return EventSettings(
+            self.representation,
+            self.nbins,
+            window_ms=self.window_ms,
+            window_events=self.window_events,
+            downsample=self.dataset_kind().downsample,
+            **extra,
+        )
 
     def dataset_kind(self) -> DatasetKind:
         if self.kind not in DATASET_KINDS:
@@ -99,34 +119,46 @@ class SequenceResult:
     boxes: BoxCounts = field(default_factory=BoxCounts)  # what RVT's box filters dropped or cropped (warnings)
 
 
-def sequence_paths(seq_dir: Path, cfg: PrepareConfig, downsample: int) -> dict[str, Path]:
-    repr_dir = seq_dir / "event_representations_v2" / representation_dir_name(cfg.nbins, cfg.window_ms)
+def representation_file_name(downsample: int = 1) -> str:
+    """RVT's file name: ``event_representations_ds2_nearest.h5`` when downsampled by 2."""
+    return f"event_representations{'_ds2_nearest' if check_downsample(downsample) == 2 else ''}.h5"
+
+
+def sequence_paths(seq_dir: Path, settings: EventSettings) -> dict[str, Path]:
+    repr_dir = seq_dir / "event_representations_v2" / settings.folder_name
     return {
         "labels": seq_dir / "labels_v2" / "labels.npz",
         "frame_t": seq_dir / "labels_v2" / "timestamps_us.npy",
         "repr_dir": repr_dir,
-        "hist": repr_dir / representation_file_name(downsample),
+        "hist": repr_dir / representation_file_name(settings.downsample),
         "window_t": repr_dir / "timestamps_us.npy",
         "frame_repr_idx": repr_dir / "objframe_idx_2_repr_idx.npy",
     }
 
 
 def write_histograms(
-    reader: EventReader, rep: StackedHistogram, window_t: np.ndarray, window_us: int, path: Path, codec: str = "lz4"
+    reader: EventReader,
+    rep: EventRepresentation,
+    window_t: np.ndarray,
+    window_us: int,
+    path: Path,
+    codec: str = "lz4",
+    window_events: int | None = None,
 ) -> int:
-    """Compute and write one histogram per window into ``path`` (dataset ``data``, one blosc chunk per window)."""
+    """Compute and write one frame per window into ``path`` (dataset ``data``, one blosc chunk per window); windows
+    are ``[t - window_us, t]``, or the last ``window_events`` events up to ``t``."""
     n = len(window_t)
     with open_h5(path, "w") as f:
         data = f.create_dataset(
             "data",
             shape=(n, *rep.shape),
-            dtype=np.uint8,
+            dtype=rep.dtype,
             chunks=(1, *rep.shape),
             maxshape=(None, *rep.shape),
             **dict(blosc(codec)),
         )
         events = 0
-        for i, (x, y, p, t) in enumerate(reader.iter_windows(window_t, window_us)):
+        for i, (x, y, p, t) in enumerate(reader.iter_windows(window_t, window_us, count=window_events)):
             data.write_direct(rep(x, y, p, t)[None], dest_sel=np.s_[i : i + 1])
             events += len(t)
     return events
@@ -154,11 +186,12 @@ def prepare_sequence(
     cfg: PrepareConfig,
     overwrite: bool = False,
 ) -> SequenceResult:
-    """Prepare one recording into ``out_dir/split/name`` (atomically: built aside, then renamed)."""
+    """Prepare one recording into ``out_dir/split/name`` (atomically: built aside, then renamed). A sequence already
+    prepared with other event settings keeps them: the new representation folder is added beside them."""
     t_start = time.perf_counter()
     kind = cfg.dataset_kind()
     final = out_dir / split / name
-    if final.is_dir() and not overwrite:
+    if is_prepared(final, cfg) and not overwrite:
         return SequenceResult(name, split, "skipped")
     work = out_dir / IN_PROGRESS / split / name
     shutil.rmtree(work, ignore_errors=True)
@@ -169,7 +202,8 @@ def prepare_sequence(
         if len(boxes) == 0:
             return SequenceResult(name, split, "no_labels", seconds=time.perf_counter() - t_start)
         frames = select_label_frames(boxes, kind, cfg.window_ms, source=str(boxes_path))
-        paths = sequence_paths(work, cfg, kind.downsample)
+        settings = cfg.settings()
+        paths = sequence_paths(work, settings)
         paths["repr_dir"].mkdir(parents=True)
         paths["labels"].parent.mkdir(parents=True, exist_ok=True)
         save_npz_atomic(paths["labels"], labels=frames.labels, objframe_idx_2_label_idx=frames.frame_label_idx)
@@ -177,14 +211,25 @@ def prepare_sequence(
         save_npy_atomic(paths["frame_t"], frames.frame_t)
         save_npy_atomic(paths["window_t"], frames.window_t)
         save_npy_atomic(paths["frame_repr_idx"], frames.frame_repr_idx)
-        rep = StackedHistogram(reader.height, reader.width, cfg.nbins, cfg.cutoff, kind.downsample)
-        n_events = write_histograms(reader, rep, frames.window_t, cfg.window_ms * 1000, paths["hist"], cfg.codec)
+        rep = settings.build(reader.height, reader.width)
+        n_events = write_histograms(
+            reader, rep, frames.window_t, settings.window_us, paths["hist"], cfg.codec, settings.window_events
+        )
+        settings.save(paths["repr_dir"])
         repairs = reader.repairs
         triggers, truncated = getattr(reader.src, "n_triggers", 0), getattr(reader.src, "truncated_bytes", 0)
     final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(work, final)
+    if (final / "event_representations_v2").is_dir():  # other representations of this sequence stay
+        target = final / "event_representations_v2" / settings.folder_name
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(paths["repr_dir"], target)
+        shutil.rmtree(final / "labels_v2", ignore_errors=True)  # the same labels: they do not depend on the windows
+        os.replace(work / "labels_v2", final / "labels_v2")
+        shutil.rmtree(work)
+    else:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(work, final)
     return SequenceResult(
         name,
         split,
@@ -198,6 +243,11 @@ def prepare_sequence(
         triggers=triggers,
         truncated_bytes=truncated,
     )
+
+
+def is_prepared(seq_dir: Path, cfg: PrepareConfig) -> bool:
+    """Whether ``seq_dir`` holds this configuration's representation folder (a finished one: it is moved in last)."""
+    return (seq_dir / "event_representations_v2" / cfg.settings().folder_name).is_dir()
 
 
 def check_recording(events_path: Path, boxes_path: Path, cfg: PrepareConfig) -> BoxCounts:
@@ -221,7 +271,7 @@ def _prepare_job(args) -> SequenceResult:
     name, split, events_path, boxes_path, out_dir, cfg, overwrite = args
     try:
         counts = BoxCounts()
-        if overwrite or not (out_dir / split / name).is_dir():  # finished sequences are skipped unchecked
+        if overwrite or not is_prepared(out_dir / split / name, cfg):  # finished sequences are skipped unchecked
             counts = check_recording(events_path, boxes_path, cfg)
         return replace(prepare_sequence(*args), boxes=counts)
     except EventDataError as e:
@@ -249,7 +299,7 @@ def prepare_dataset(
     if not (n >= 1 and 0 <= k < n):
         raise EventDataError(f"shard {k}/{n}: need 0 <= K < N (e.g. --shard 0/4 ... --shard 3/4)")
     cfg = cfg or PrepareConfig()
-    cfg.dataset_kind()  # validate early
+    cfg.settings()  # validate early
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if not raw_dir.is_dir():
         raise EventDataError(f"{raw_dir}: raw data folder not found")
@@ -345,9 +395,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("raw_dir", help="folder with train/ val/ test/ holding <name>_td.h5 + <name>_bbox.npy")
     parser.add_argument("out_dir", help="output folder (RVT layout)")
     parser.add_argument("--kind", default="etram", choices=sorted(DATASET_KINDS), help="dataset rules (default etram)")
+    parser.add_argument(
+        "--representation",
+        default="stacked_histogram",
+        choices=list(REPRESENTATIONS),
+        help="stacked_histogram (RVT's, default), mixeddensity_stack (RVT's), vtei, mdes, voxel_grid (ReYOLOv8's)",
+    )
     parser.add_argument("--window-ms", type=int, default=50, help="window length and step in ms (default 50)")
-    parser.add_argument("--nbins", type=int, default=10, help="time bins per polarity (default 10)")
-    parser.add_argument("--cutoff", type=int, default=10, help="count saturation (default 10)")
+    parser.add_argument(
+        "--window-events",
+        type=int,
+        default=None,
+        metavar="N",
+        help="RVT's constant-count windows: the last N events up to each window end (RVT: 50000), every 50 ms",
+    )
+    parser.add_argument(
+        "--nbins", type=int, default=None, help="time bins (default: 10 for RVT's representations, 5 for ReYOLOv8's)"
+    )
+    parser.add_argument(
+        "--cutoff", type=int, default=None, help="saturation (default: 10 histogram, 32 mixed-density stack)"
+    )
     ds = parser.add_mutually_exclusive_group()
     ds.add_argument(
         "--downsample",
@@ -376,7 +443,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--overwrite", action="store_true", help="rebuild sequences that are already prepared")
     args = parser.parse_args(argv)
-    cfg = PrepareConfig(args.kind, args.window_ms, args.nbins, args.cutoff, args.downsample, args.class_map, args.codec)
+    cfg = PrepareConfig(
+        args.kind,
+        args.window_ms,
+        args.nbins,
+        args.cutoff,
+        args.downsample,
+        args.class_map,
+        args.codec,
+        args.representation,
+        args.window_events,
+    )
     try:
         # the bar only on a terminal: logged stderr holds nothing but the one-line errors
         try:

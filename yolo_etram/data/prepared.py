@@ -20,6 +20,7 @@ import numpy as np
 
 from yolo_etram.utils.errors import EventDataError, one_line
 
+from .event_settings import EventSettings
 from .io import check_h5_filters, h5_read_error, open_h5
 
 REPR_ROOT = "event_representations_v2"
@@ -90,6 +91,7 @@ class PreparedSequence:
                         "re-run prepare for this sequence"
                     )
                 check_h5_filters(self.h5_path, "'data'", data)
+                self.dtype = data.dtype
             except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:
                 if isinstance(e, EventDataError):
                     raise
@@ -98,7 +100,23 @@ class PreparedSequence:
                 ) from e
         if self.shape[0] != len(self.window_t):
             raise EventDataError(f"{self.h5_path}: {self.shape[0]} histograms but {len(self.window_t)} window times")
+        self.settings = self._settings()
         self._h5 = None
+
+    def _settings(self) -> EventSettings:
+        """The event settings written beside the data, else what RVT's folder name says, else (an unknown name) RVT's
+        stacked histogram; they must fit the stored frames."""
+        s = EventSettings.load(self.repr_dir) or EventSettings.from_folder_name(self.repr_dir.name, self.downsample)
+        if s is None:
+            s = EventSettings(nbins=max(self.channels // 2, 1), downsample=self.downsample)
+        problem = None
+        if s.downsample != self.downsample:
+            problem = f"downsample {s.downsample} but the file is {self.h5_path.name}"
+        elif (s.channels, s.dtype) != (self.channels, self.dtype.name):
+            problem = f"{self.channels} {self.dtype.name} channels stored"
+        if problem:
+            raise EventDataError(f"{self.repr_dir}: the event settings say {s.describe()}, {problem}; re-run prepare")
+        return s
 
     def _check_indices(self) -> None:
         """The label and window indices must fit each other (a corrupt or mixed-up sequence otherwise fails later, far
@@ -143,7 +161,8 @@ class PreparedSequence:
         return self.shape[2], self.shape[3]
 
     def histograms(self, start: int, stop: int) -> np.ndarray:
-        """Histograms of windows ``start:stop`` as uint8 ``(n, C, H, W)``, with one HDF5 read."""
+        """Frames of windows ``start:stop`` as ``(n, C, H, W)`` in the stored dtype (uint8 histograms, int8 signed
+        representations, float16 voxel grids), with one HDF5 read."""
         if self._h5 is None:
             self._h5 = open_h5(self.h5_path)
         try:

@@ -27,7 +27,13 @@ CLASS_COLORS = [
 
 
 def render_histogram(hist: np.ndarray, saturation: int = 4) -> np.ndarray:
-    """``(2*nbins, H, W)`` counts (channels ``p*nbins + b``) to a BGR image: ON red, OFF blue, white background."""
+    """A window's frame to a BGR image: ON red, OFF blue, white background.
+
+    Unsigned and float frames are ``(2*nbins, H, W)`` (channels ``p*nbins + b``: histograms, voxel grids); signed int8
+    frames (VTEI, mixed-density stacks) hold one signed value per bin: positive values draw as ON, negative as OFF."""
+    if hist.dtype.kind == "i":
+        v = hist.astype(np.float32)
+        return render_counts(np.clip(v, 0, None).sum(0), np.clip(-v, 0, None).sum(0), saturation)
     nbins = hist.shape[0] // 2
     off = hist[:nbins].astype(np.float32).sum(0)
     on = hist[nbins:].astype(np.float32).sum(0)

@@ -1,12 +1,14 @@
-"""Event windows for prediction: 50 ms histograms built on the fly from raw recordings (the same code and bits as
-``prepare``), or read from prepared sequences, one window at a time with bounded memory.
+"""Event windows for prediction: frames built on the fly from raw recordings with the model's event settings (the same
+code and bits as ``prepare``, for every representation and window rule), or read from prepared sequences, one window
+at a time with bounded memory.
 
 A source is a recording (``*_td.h5``, ``*.dat``, ``*.npy``, a camera's ``*.raw``), a prepared sequence folder, or a
 folder of either.
 
 Usage:
+    >>> from yolo_etram.data.event_settings import EventSettings
     >>> from yolo_etram.data.stream import EventWindowSource
-    >>> for win in EventWindowSource("rec_td.h5", downsample=2):
+    >>> for win in EventWindowSource("rec_td.h5", EventSettings(downsample=2)):
     ...     win.hist, win.t_end, win.is_first  # uint8 (20, 360, 640), µs, True at each recording's first window
 """
 
@@ -20,15 +22,15 @@ import numpy as np
 
 from yolo_etram.utils.errors import EventDataError
 
+from .event_settings import EventSettings
 from .io import RAW_SUFFIXES, EventReader
 from .io.reader import EVENT_FILE_SUFFIXES
-from .prepared import PreparedSequence, list_sequences
-from .representation import StackedHistogram, check_downsample
+from .prepared import REPR_ROOT, PreparedSequence, list_sequences
 
 
 @dataclass
 class EventWindow:
-    hist: np.ndarray  # uint8 (2*nbins, H', W') at the stored (possibly downsampled) resolution
+    hist: np.ndarray  # the representation's frame (C, H', W') at the stored (possibly downsampled) resolution
     t_end: int  # window end time, µs
     index: int  # window number within its recording
     total: int  # windows in the recording
@@ -70,8 +72,9 @@ class EventWindowSource:
 
     Args:
         source: file or folder.
-        downsample: 1 or 2: stored resolution = sensor / downsample (raw recordings only; prepared ones say it).
-        nbins, cutoff, window_ms: the representation (raw recordings only); defaults are RVT's.
+        settings: how raw recordings become windows (default RVT's: 50 ms stacked histograms, full resolution);
+            prepared sequences must have been prepared with them (a mismatch is an error naming both), or, when
+            ``settings`` is None, are read as they are.
         start_us, end_us: only windows ending within this time range.
         height, width: sensor size for files that do not store it.
     """
@@ -79,10 +82,7 @@ class EventWindowSource:
     def __init__(
         self,
         source,
-        downsample: int = 1,
-        nbins: int = 10,
-        cutoff: int = 10,
-        window_ms: int = 50,
+        settings: EventSettings | None = None,
         start_us: int | None = None,
         end_us: int | None = None,
         height: int | None = None,
@@ -91,10 +91,18 @@ class EventWindowSource:
         self.paths = _expand(Path(source))
         if not self.paths:
             raise EventDataError(f"{source}: no event recordings or prepared sequences found")
-        self.downsample = check_downsample(downsample, f"{source}: downsample")
-        self.nbins, self.cutoff, self.window_us = nbins, cutoff, window_ms * 1000
+        self.required = settings
+        self.settings = settings or EventSettings()
         self.start_us, self.end_us = start_us, end_us
         self.hw = (height, width)
+
+    @property
+    def downsample(self) -> int:
+        return self.settings.downsample
+
+    @property
+    def window_us(self) -> int:
+        return self.settings.window_us
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -112,18 +120,25 @@ class EventWindowSource:
         return keep
 
     def _raw(self, path: Path) -> Iterator[EventWindow]:
+        s = self.settings
         with EventReader(path, *self.hw) as reader:
             if len(reader) == 0:
                 return
-            t_ends = window_ends(reader.t_start, reader.t_end, self.window_us)
+            t_ends = window_ends(reader.t_start, reader.t_end, s.window_us)
             t_ends = t_ends[self._in_range(t_ends)]
-            rep = StackedHistogram(reader.height, reader.width, self.nbins, self.cutoff, self.downsample)
+            rep = s.build(reader.height, reader.width)
             seek = self.start_us is not None  # a time range: start at its first window, not at the file's start
-            for i, (t, ev) in enumerate(zip(t_ends, reader.iter_windows(t_ends, self.window_us, seek=seek))):
+            windows = reader.iter_windows(t_ends, s.window_us, seek=seek, count=s.window_events)
+            for i, (t, ev) in enumerate(zip(t_ends, windows)):
                 yield EventWindow(rep(*ev), int(t), i, len(t_ends), path, i == 0, (reader.height, reader.width))
 
     def _prepared(self, path: Path) -> Iterator[EventWindow]:
-        seq = PreparedSequence(path)
+        seq = None
+        if self.required is not None and (path / REPR_ROOT / self.required.folder_name).is_dir():
+            seq = PreparedSequence(path, self.required.folder_name)
+        seq = seq or PreparedSequence(path)  # the only representation there: it must fit the settings
+        if self.required is not None:
+            self.required.require_same(seq.settings, "the model", str(seq.repr_dir))
         idx = np.flatnonzero(self._in_range(seq.window_t))
         sensor = (seq.hw[0] * seq.downsample, seq.hw[1] * seq.downsample)
         try:

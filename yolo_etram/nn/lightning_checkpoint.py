@@ -37,6 +37,7 @@ class RVTHints:
     imgsz: tuple[int, int] | None = None  # the padded input size (in_res_hw)
     nbins: int | None = None
     window_ms: int | None = None
+    representation: str | None = None  # the folder name RVT trained on (dataset.ev_repr_name), e.g. RVT's default
     found: list[str] = field(default_factory=list)  # the config keys these came from
 
     def __str__(self) -> str:
@@ -92,7 +93,7 @@ def rvt_hints(config: dict) -> RVTHints:
     path or name says eTraM counts as eTraM), downsampling (``dataset.downsample_by_factor_2``), input size
     (``model.backbone.in_res_hw``), partition (``...attention.partition_size``, else from ``partition_split_32``) and
     representation (``dataset.ev_repr_name``)."""
-    from yolo_etram.data.representation import parse_representation_dir
+    from yolo_etram.data.event_settings import EventSettings
 
     for key in ("full_config", "config", "cfg"):
         if isinstance(config.get(key), Mapping):
@@ -125,8 +126,8 @@ def rvt_hints(config: dict) -> RVTHints:
         if isinstance(split, int) and split > 0:
             hints.partition = (hints.imgsz[0] // (32 * split), hints.imgsz[1] // (32 * split))
             hints.found.append("model.backbone.partition_split_32")
-    parsed = parse_representation_dir(str(_get(config, "dataset.ev_repr_name") or ""))
+    parsed = EventSettings.from_folder_name(str(_get(config, "dataset.ev_repr_name") or ""))
     if parsed:
-        hints.window_ms, hints.nbins = parsed
+        hints.window_ms, hints.nbins, hints.representation = parsed.window_ms, parsed.nbins, parsed.folder_name
         hints.found.append("dataset.ev_repr_name")
     return hints

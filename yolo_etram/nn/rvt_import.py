@@ -187,7 +187,7 @@ def import_rvt(
 
     from recurrent import infer_rvt_backbone_cfg
     from yolo_etram.data.data_yaml import event_settings
-    from yolo_etram.data.representation import representation_dir_name
+    from yolo_etram.data.event_settings import EventSettings
     from yolo_etram.nn.detection_model import EventDetectionModel, load_model_yaml
     from yolo_etram.nn.lightning_checkpoint import RVTHints, read_lightning_checkpoint
 
@@ -228,14 +228,21 @@ def import_rvt(
     window_ms = window_ms or hints.window_ms or 50
     partition = tuple(partition or hints.partition or p["partition"])
     downsample = downsample if downsample is not None else hints.downsample or p["downsample"]
-    event = event_settings(
-        {
-            "downsample": downsample,
-            "representation": representation_dir_name(nbins, window_ms),
-            "channels": channels,
-            "partition": list(partition),
-        }
+    trained = EventSettings.from_folder_name(hints.representation) or EventSettings()
+    settings = EventSettings(
+        trained.representation,
+        nbins,
+        trained.cutoff,
+        window_ms,
+        trained.window_events,
+        downsample,
     )
+    if settings.channels != channels:
+        raise RVTImportError(
+            f"{checkpoint}: the backbone takes {channels} input channels but {settings.describe()} has "
+            f"{settings.channels}; pass --nbins"
+        )
+    event = event_settings({"event_settings": settings.to_dict(), "partition": list(partition)})
     cfg = {**load_model_yaml(model), "event": event}
     net = EventDetectionModel(cfg, ch=channels, nc=nc, verbose=False)
     net.model[0].set_partition_size(partition)

@@ -239,9 +239,12 @@ class EventReader:
         return self.read_range(start, stop)
 
     def iter_windows(
-        self, t_ends: Iterable[int], duration: int, seek: bool = False
+        self, t_ends: Iterable[int], duration: int, seek: bool = False, count: int | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Events of each window ``[τ - duration, τ]`` for non-decreasing end times ``τ``, in one sequential pass.
+
+        ``count``: RVT's constant-count windows instead, the last ``count`` events at or before ``τ``
+        (``max(end - count, 0):end`` with ``end = searchsorted(t, τ, 'right')``, as RVT's ``preprocess_dataset``).
 
         Memory holds one read block plus one window, whatever the recording's length. Each repaired event is counted
         once in :attr:`repairs`, even where windows overlap. ``seek``: start reading at the first window through the
@@ -254,7 +257,11 @@ class EventReader:
             blocks, n = self.src.iter_chunks(), None
         else:
             n = self.src.n
-            pos = int(self.searchsorted([t_ends[0] - duration], "left")[0]) if seek and len(t_ends) else 0
+            pos = 0
+            if seek and len(t_ends):
+                pos = int(self.searchsorted([t_ends[0] - duration], "left")[0])
+                if count is not None:
+                    pos = max(int(self.searchsorted([t_ends[0]], "right")[0]) - count, 0)
             blocks = self._blocks_from(pos)
         running = self._running_max_before(pos) if seek and len(t_ends) and n is not None else np.iinfo(np.int64).min
         more = True
@@ -267,10 +274,13 @@ class EventReader:
                     more = False
                     break
                 *block, running = self._clean(*block, running)
-                keep = int(np.searchsorted(buf[3], lo, side="left"))
+                keep = int(np.searchsorted(buf[3], lo, side="left")) if count is None else 0
                 buf = [np.concatenate([b[keep:], nb]) for b, nb in zip(buf, block)]
-            start = int(np.searchsorted(buf[3], lo, side="left"))
             end = int(np.searchsorted(buf[3], tau, side="right"))
+            if count is None:
+                start = int(np.searchsorted(buf[3], lo, side="left"))
+            else:  # the buffer starts at or before the previous window's start, which is at or before this one's
+                start = max(end - count, 0)
             yield tuple(b[start:end] for b in buf)
             if start:
                 buf = [b[start:] for b in buf]

@@ -9,6 +9,7 @@ Usage:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from yolo_etram.utils.files import save_text_atomic
@@ -34,6 +35,7 @@ def make_synthetic_dataset(
     partition: list[int] | None = None,
     workers: int = 2,
     progress: bool = True,
+    prepare: PrepareConfig | None = None,
     **keys,
 ) -> Path:
     """Synthesize raw recordings into ``raw`` (default ``<root>_raw``), prepare them into ``root`` at full resolution
@@ -41,13 +43,15 @@ def make_synthetic_dataset(
 
     The YAML has the class names of ``cfg.classes``, stream sampling, ``seq_len``, ``partition`` (the attention
     partition for this input size, when given), the Prophesee filter scaled to ``cfg.height``, and ``keys`` on top
-    (e.g. ``groups``, ``eval``)."""
+    (e.g. ``groups``, ``eval``). ``prepare``: the representation and windows (default RVT's 50 ms stacked histogram;
+    the resolution is always the sensor's)."""
     import yaml
 
     root = Path(root)
     raw = Path(raw) if raw is not None else root.with_name(root.name + "_raw")
     synthesize_dataset(raw, splits, cfg, progress=progress, workers=workers)
-    results = prepare_dataset(raw, root, PrepareConfig(kind="etram", downsample=1), workers=workers, progress=progress)
+    prepare = replace(prepare or PrepareConfig(), kind="etram", downsample=1)
+    results = prepare_dataset(raw, root, prepare, workers=workers, progress=progress)
     if progress:
         print(summarize(results))
     names = FINE_CLASS_NAMES if cfg.classes == 8 else COARSE_CLASS_NAMES
@@ -55,7 +59,7 @@ def make_synthetic_dataset(
         "path": str(root),
         **{s: s for s in ("train", "val", "test") if splits.get(s)},
         "names": dict(enumerate(names)),
-        "channels": 2 * PrepareConfig().nbins,
+        "channels": prepare.settings().channels,
         "seq_len": seq_len,
         "sampling": "stream",
         **({"partition": list(partition)} if partition else {}),
