@@ -34,7 +34,7 @@ ULTRALYTICS_OWNERS = (
 )
 
 
-@pytest.mark.parametrize("owner,name", [*integ.PRIVATE_API, *integ.SWAPS], ids=lambda v: str(v))
+@pytest.mark.parametrize("owner,name", [*integ.PRIVATE_API, *integ.SWAPS, *integ.EXTENDED], ids=lambda v: str(v))
 def test_every_listed_name_exists_in_the_installed_ultralytics(owner, name):
     try:
         obj = integ.resolve(owner)
@@ -114,6 +114,23 @@ def test_swaps_are_scoped_to_our_calls():
         assert tasks.torch_safe_load is load_ultralytics_checkpoint
         assert getattr(OpenVINOBackend.load_model, "stateful_aware", False)
     assert tasks.torch_safe_load is stock_load and OpenVINOBackend.load_model is stock_ov
+
+
+def test_our_train_arguments_join_ultralytics_defaults_at_their_defaults():
+    """The event-domain augmentation keys pass Ultralytics' argument check, default off, and replace nothing."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT
+
+    before = {k: DEFAULT_CFG_DICT[k] for k in ("fliplr", "epochs", "batch")}
+    from yolo_etram.data.event_augment import TRAIN_ARGS
+
+    args = integ.register_train_args(TRAIN_ARGS)
+    assert {"suppress_polarity", "invert_polarity", "event_drop", "noise_rate", "hot_pixels"} <= set(args)
+    assert all(DEFAULT_CFG_DICT[k] == getattr(DEFAULT_CFG, k) == v for k, v in args.items())
+    assert not any(args[k] for k in ("suppress_polarity", "invert_polarity", "event_drop", "noise_rate", "hot_pixels"))
+    assert get_cfg(DEFAULT_CFG, {"suppress_polarity": 0.3}).suppress_polarity == 0.3
+    assert {k: DEFAULT_CFG_DICT[k] for k in before} == before
+    assert integ.register_train_args(TRAIN_ARGS) == args  # idempotent
 
 
 def test_wrap_backend_calls_wraps_one_object_only():

@@ -30,10 +30,17 @@ from recurrent import stateful_layers
 from yolo_etram.data.build import build_event_dataloader, build_event_dataset, preprocess_event_batch
 from yolo_etram.data.data_yaml import event_settings, load_event_data
 from yolo_etram.data.dataset import EventClipDataset
+from yolo_etram.data.event_augment import TRAIN_ARGS, EventAugConfig
 from yolo_etram.data.prepared import stored_size
 from yolo_etram.data.render import plot_batch
 from yolo_etram.data.sampler import Sampling
-from yolo_etram.integrations.ultralytics import event_seams, offline_amp_check, patched, validating_alone
+from yolo_etram.integrations.ultralytics import (
+    event_seams,
+    offline_amp_check,
+    patched,
+    register_train_args,
+    validating_alone,
+)
 from yolo_etram.metrics.plots import plot_validation_history
 from yolo_etram.metrics.prophesee import PROPHESEE_COLUMNS, etram_columns
 from yolo_etram.metrics.records import reset_peak_memory, write_record
@@ -44,6 +51,8 @@ from yolo_etram.utils.allocator import keep_freed_memory
 from yolo_etram.utils.errors import NonFiniteLossError, UnsupportedOptionError
 from yolo_etram.utils.sizes import round_up
 from yolo_etram.utils.threads import use_all_cpu_threads
+
+register_train_args(TRAIN_ARGS)  # the event-domain augmentation (suppress_polarity=...) as train arguments
 
 # Event-appropriate defaults; any of them given by the user wins.
 EVENT_TRAIN_DEFAULTS = dict(
@@ -213,6 +222,7 @@ class EventTrainer(DetectionTrainer):
             rank=rank,
             hflip=self.args.fliplr,
             pin_memory=self.device.type == "cuda",
+            events=EventAugConfig.from_args(self.args),
         )
 
     def preprocess_batch(self, batch: dict) -> dict:

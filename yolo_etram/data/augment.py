@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .event_augment import EventAugConfig, EventAugParams
+
 Labels = list[np.ndarray | None]  # one entry per frame: (n, 5) float32 [cls, x1, y1, x2, y2], or None
 
 
@@ -48,10 +50,11 @@ class AugParams(NamedTuple):  # a NamedTuple: cheap to build by the million and 
     ux: float = 0.0
     uy: float = 0.0
     ubox: float = 0.0
+    events: EventAugParams | None = None  # the event-domain draws (:mod:`.event_augment`), applied by the dataset
 
     @property
     def identity(self) -> bool:
-        return not self.hflip and self.zoom_in == 1.0 and self.zoom_out == 1.0
+        return not self.hflip and self.zoom_in == 1.0 and self.zoom_out == 1.0 and self.events is None
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class AugConfig:
         zoom: probability of a zoom (in or out, never both).
         zoom_in_weight, zoom_out_weight: relative odds of in vs out when zooming (RVT random access: 8:2).
         zoom_in_range, zoom_out_range: uniform ranges of the factors.
+        events: the event-domain augmentation (polarity, drop, noise), drawn with the same generator after the
+            spatial draws (so a configuration without it draws exactly what it drew before).
     """
 
     hflip: float = 0.5
@@ -71,6 +76,7 @@ class AugConfig:
     zoom_out_weight: float = 1.0
     zoom_in_range: tuple[float, float] = (1.0, 1.5)
     zoom_out_range: tuple[float, float] = (1.0, 1.2)
+    events: EventAugConfig | None = None
 
     def __post_init__(self):
         if not (0 <= self.hflip <= 1 and 0 <= self.zoom <= 1):
@@ -116,7 +122,10 @@ class AugConfig:
             np.where(zoom_out, factor, 1.0).tolist(),
             *u[:, 4:].T.tolist(),
         )
-        return list(map(AugParams._make, rows))
+        params = [AugParams(*row) for row in rows]
+        if self.events is not None and self.events.active:
+            params = [p._replace(events=e) for p, e in zip(params, self.events.sample_many(rng, n))]
+        return params
 
 
 def resolve_aug(augment: AugConfig | bool | None, default: AugConfig) -> AugConfig | None:

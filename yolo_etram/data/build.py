@@ -20,6 +20,7 @@ from yolo_etram.utils.sizes import pad_to_multiple
 
 from .augment import AugConfig
 from .dataset import EventClipDataset, collate_clips
+from .event_augment import EventAugConfig
 from .sampler import MixedSampler, RandomClipSampler, Sampling, StreamSampler
 
 __all__ = [
@@ -45,18 +46,28 @@ def build_event_dataset(img_path: str, data: dict, mode: str = "val") -> EventCl
 
 
 def build_sampler(
-    dataset: EventClipDataset, data: dict, batch_size: int, mode: str, seed: int = 0, rank: int = -1, hflip: float = 0.5
+    dataset: EventClipDataset,
+    data: dict,
+    batch_size: int,
+    mode: str,
+    seed: int = 0,
+    rank: int = -1,
+    hflip: float = 0.5,
+    events: EventAugConfig | None = None,
 ):
     """Stream sampler for validation; the data YAML's ``sampling`` mode for training (rank-aware under DDP), with
-    RVT's augmentations (``hflip`` is the flip probability, Ultralytics' ``fliplr``)."""
+    RVT's augmentations (``hflip`` is the flip probability, Ultralytics' ``fliplr``) and the event-domain ones
+    (``events``, checked against the data's event settings)."""
     import torch.distributed as dist
 
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     rank = dist.get_rank() if world > 1 else 0  # the global rank: Ultralytics passes LOCAL_RANK, wrong on 2+ nodes
     if mode != "train":
         return StreamSampler(dataset, batch_size, shuffle=False, seed=seed, augment=False)
-    stream_aug = dataclasses.replace(AugConfig.stream(), hflip=hflip)
-    random_aug = dataclasses.replace(AugConfig.random(), hflip=hflip)
+    if events is not None and events.active:
+        events.check(dataset.settings, str(dataset.root))
+    stream_aug = dataclasses.replace(AugConfig.stream(), hflip=hflip, events=events)
+    random_aug = dataclasses.replace(AugConfig.random(), hflip=hflip, events=events)
     if data["sampling"] == Sampling.RANDOM:
         return RandomClipSampler(dataset, batch_size, seed=seed, rank=rank, world_size=world, augment=random_aug)
     if data["sampling"] == Sampling.MIXED:
@@ -83,13 +94,14 @@ def build_event_dataloader(
     rank: int = -1,
     hflip: float = 0.5,
     pin_memory: bool = False,
+    events: EventAugConfig | None = None,
 ):
     """Ultralytics' ``InfiniteDataLoader`` over whole batches in the sampler's order (workers only load clips).
 
     Validation uses at most one slot per sequence (more would only pad) and loads in the main process."""
     if mode != "train":
         batch = max(1, min(batch, len(dataset.sequences)))
-    sampler = build_sampler(dataset, data, batch, mode, seed=seed, rank=rank, hflip=hflip)
+    sampler = build_sampler(dataset, data, batch, mode, seed=seed, rank=rank, hflip=hflip, events=events)
     return InfiniteDataLoader(
         dataset,
         batch_size=batch,

@@ -37,6 +37,7 @@ from ultralytics.utils.ops import xyxy2xywhn
 from yolo_etram.utils.errors import EventDataError
 
 from .augment import augment_clip
+from .event_augment import augment_events
 from .motion import UNKNOWN, motion_columns
 from .prepared import PreparedSequence, list_sequences, scale_boxes
 from .sampler import PAD_CLIP, ClipKey, Sampling
@@ -207,6 +208,8 @@ class EventClipDataset(Dataset):
             window_t[:n] = seq.window_t[start:stop]
             labels[:n] = [self._boxes[seq_id](w) for w in range(start, stop)]
             img, labels = augment_clip(img, labels, key.aug)
+            if key.aug is not None and key.aug.events is not None:  # polarity, drop, noise: the frames only
+                img[:n] = augment_events(img[:n], key.aug.events, self.settings, range(start, stop))
         if key.is_first is not None:
             is_first = bool(key.is_first)
         labels = [b if b is not None and len(b) else None for b in labels]

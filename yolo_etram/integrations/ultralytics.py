@@ -23,6 +23,10 @@ name                                            how        why                  
 ``engine.exporter.Exporter._transform_fn``      override   INT8 calibration items are (window, *states)        8.4.190
 ==============================================  =========  ==================================================  =======
 
+Extensions (added to, never replaced): :func:`register_train_args` adds our train arguments (the event-domain
+augmentation, off by default) to ``utils.DEFAULT_CFG_DICT`` and ``utils.DEFAULT_CFG``, when ``EventYOLO``, the trainer
+or an ablation spec is first imported, so that Ultralytics' argument check accepts them.
+
 Swaps (an Ultralytics function or attribute replaced by ours) and their scope:
 
 =================================================  ==================  ===========================================
@@ -106,6 +110,12 @@ SWAPS: tuple[tuple[str, str], ...] = (
     ("ultralytics.cfg", "entrypoint"),
 )
 """``(module[:class], name)`` of everything we replace, for a call or for good (see the table above)."""
+
+EXTENDED: tuple[tuple[str, str], ...] = (
+    ("ultralytics.utils", "DEFAULT_CFG_DICT"),
+    ("ultralytics.utils", "DEFAULT_CFG"),
+)
+"""What we add to (never replace): our train arguments join Ultralytics' defaults (:func:`register_train_args`)."""
 
 SOURCE_CONTRACTS: tuple[tuple[str, str, str], ...] = (
     # (module[:class], function, text its source must hold): behaviour our code relies on beyond a name
@@ -213,6 +223,19 @@ def activate_for_process() -> None:
     """:func:`event_seams` for the rest of this process: for the ``yolo`` and ``etram-yolo`` commands. Idempotent."""
     for owner, name, ours in _seam_replacements():
         setattr(owner, name, ours)
+
+
+def register_train_args(args: dict[str, Any]) -> dict[str, Any]:
+    """Add our train arguments (name -> default; the event-domain augmentation's
+    ``yolo_etram.data.event_augment.TRAIN_ARGS``, every one off by default) to Ultralytics' default configuration, so
+    that ``yolo train``, ``model.train(...)`` and ablation specs accept them. Additive and idempotent: a stock run in
+    the same process gets them at their defaults and never reads them. Returns ``args``."""
+    from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT
+
+    for key, default in args.items():
+        DEFAULT_CFG_DICT.setdefault(key, default)
+        setattr(DEFAULT_CFG, key, DEFAULT_CFG_DICT[key])
+    return args
 
 
 def wrap_backend_calls(autobackend, forward=None, warmup=None) -> None:
