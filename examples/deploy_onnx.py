@@ -2,10 +2,11 @@
 
 Needs numpy, h5py, hdf5plugin and onnxruntime (OpenCV only for ``--draw``). The model is exported with
 ``yolo_etram.export.export_recurrent(..., format="onnx")``: its inputs are ``images`` and the LSTM states, its outputs
-``output0`` and the new states, and its metadata names them (``recurrent_states``). For each 50 ms window this script
-builds RVT's stacked histogram, zero-pads it to the model input, runs the model with the states of the previous window,
-keeps the returned states for the next one, and decodes ``output0`` (``cx, cy, w, h`` in input pixels and one score
-per class) with a confidence threshold and class-aware NMS.
+``output0`` and the new states, and its metadata names them (``recurrent_states``) and the event settings it was trained
+with (``event``). For each window this script builds the model's representation (RVT's stacked histogram, VTEI, ...;
+the mixed-density stacks also need torch, for its float32 log), zero-pads it to the model input, runs the model with
+the states of the previous window, keeps the returned states for the next one, and decodes ``output0`` (``cx, cy, w,
+h`` in input pixels and one score per class) with a confidence threshold and class-aware NMS.
 
 Usage:
     python examples/deploy_onnx.py best.onnx recording_td.h5 --conf 0.25 --iou 0.7 --max-windows 100
@@ -18,15 +19,16 @@ import argparse
 import ast
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing the package
+from yolo_etram.data.event_settings import EventSettings  # noqa: E402  (numpy only)
 from yolo_etram.data.io import EventReader  # noqa: E402  (numpy/h5py only)
 from yolo_etram.data.render import draw_boxes, render_histogram  # noqa: E402  (numpy; OpenCV when drawing)
-from yolo_etram.data.representations import StackedHistogram  # noqa: E402  (numpy only)
 from yolo_etram.data.stream import window_ends  # noqa: E402  (numpy only)
 
 
@@ -121,29 +123,33 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="halve the sensor resolution (RVT's 1280x720 setting); default: the model's metadata",
     )
-    ap.add_argument("--window-ms", type=int, default=None, help="window length (default: metadata, else 50)")
+    ap.add_argument("--window-ms", type=int, default=None, help="window length and step in ms (default: the model's)")
     ap.add_argument("--sensor", type=int, nargs=2, metavar=("H", "W"), help="sensor size if the file does not say")
     ap.add_argument("--json", type=Path, help="also write the detections of every window to this JSON file")
     ap.add_argument("--draw", type=Path, help="write one PNG per window with its boxes here (needs OpenCV)")
     args = ap.parse_args(argv)
 
     model = StatefulDetector(args.model)
-    ds = 2 if (args.downsample if args.downsample is not None else int(model.event.get("downsample", 1)) == 2) else 1
-    window_us = 1000 * (args.window_ms or int(model.event.get("window_ms", 50)))
-    nbins = int(model.event.get("nbins", model.channels // 2))
+    settings = EventSettings.from_dict({"channels": model.channels, **model.event}, str(args.model))
+    if args.downsample is not None:
+        settings = replace(settings, downsample=2)
+    if args.window_ms:
+        settings = replace(settings, window_ms=args.window_ms, step_ms=args.window_ms)
+    ds, window_us = settings.downsample, settings.window_us
     if args.draw:
         args.draw.mkdir(parents=True, exist_ok=True)
 
     results = []
     with EventReader(args.recording, *(args.sensor or (None, None))) as reader:
-        rep = StackedHistogram(reader.height, reader.width, nbins=nbins, downsample=ds)
-        t_ends = window_ends(reader.t_start, reader.t_end, window_us)[: args.max_windows]
+        rep = settings.build(reader.height, reader.width)
+        t_ends = window_ends(reader.t_start, reader.t_end, settings.step_us)[: args.max_windows]
         (h, w), (mh, mw) = rep.out_hw, model.imgsz
         print(
             f"{args.recording.name}: {reader.width}x{reader.height} sensor, {len(t_ends)} windows of "
-            f"{window_us // 1000} ms -> input {w}x{h} padded to {mw}x{mh}"
+            f"{window_us // 1000} ms ({settings.representation}) -> input {w}x{h} padded to {mw}x{mh}"
         )
-        for k, (t_end, events) in enumerate(zip(t_ends, reader.iter_windows(t_ends, window_us))):
+        windows = reader.iter_windows(t_ends, window_us, count=settings.window_events)
+        for k, (t_end, events) in enumerate(zip(t_ends, windows)):
             hist = rep(*events)
             dets = decode(model(hist.astype(np.float32)), args.conf, args.iou, args.max_det, model.nms)
             dets[:, :4] *= ds  # model input pixels -> sensor pixels

@@ -136,12 +136,14 @@ def test_bad_values_are_refused():
 
 
 def test_train_arguments_reach_the_sampler(tiny_events, tmp_path):
-    """``suppress_polarity=...`` is an Ultralytics train argument; a refused one stops training in one line."""
-    from yolo_etram import EventYOLO
+    """``suppress_polarity=...`` is an Ultralytics train argument (recorded in args.yaml) that reaches the sampler;
+    one the data cannot honour stops in one line."""
+    from yolo_etram.train import EventTrainer
 
-    model = EventYOLO("rvt-t.yaml")
-    args = dict(data=str(tiny_events), epochs=1, batch=2, workers=0, imgsz=128, plots=False, val=False)
-    model.train(**args, project=str(tmp_path), name="run", suppress_polarity=0.5, noise_rate=10.0)
-    sampler = model.trainer.train_loader.sampler
-    assert sampler.augment.events == EventAugConfig(suppress_polarity=0.5, noise_rate=10.0)
+    args = dict(model="rvt-t.yaml", data=str(tiny_events), batch=2, workers=0, imgsz=128, project=str(tmp_path))
+    trainer = EventTrainer(overrides={**args, "name": "run", "suppress_polarity": 0.5, "noise_rate": 10.0})
+    loader = trainer.get_dataloader(trainer.data["train"], 2)
+    assert loader.sampler.augment.events == EventAugConfig(suppress_polarity=0.5, noise_rate=10.0)
     assert "suppress_polarity: 0.5" in (tmp_path / "run" / "args.yaml").read_text()
+    plain = EventTrainer(overrides={**args, "name": "plain"}).get_dataloader(trainer.data["train"], 2)
+    assert plain.sampler.augment.events == EventAugConfig() and not plain.sampler.augment.events.active

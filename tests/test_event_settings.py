@@ -18,6 +18,7 @@ from yolo_etram.utils.errors import EventDataError
         (EventSettings("vtei"), "vtei_dt=50_nbins=5", 5, "int8"),
         (EventSettings("mdes", window_ms=20), "mdes_dt=20_nbins=5", 5, "int8"),
         (EventSettings("voxel_grid", nbins=3), "voxel_grid_dt=50_nbins=3", 6, "float16"),
+        (EventSettings(window_ms=20, step_ms=20), "stacked_histogram_dt=20_nbins=10_step=20", 20, "uint8"),
     ],
 )
 def test_folder_names_channels_and_round_trips(settings, folder, channels, dtype, tmp_path):
@@ -46,7 +47,7 @@ def test_older_model_records_read_as_rvts_histogram():
         ({"representation": "sparse"}, "unknown representation 'sparse'"),
         ({"representation": "vtei", "cutoff": 3}, "vtei has no cutoff"),
         ({"cutoff": 300}, "cutoff must be in 1..255"),
-        ({"window_events": 1000, "window_ms": 20}, "step by RVT's 50 ms"),
+        ({"step_ms": 0}, "step_ms must be a positive integer"),
         ({"downsample": 3}, "not a downsampling factor"),
         ({"nbins": 0}, "nbins must be a positive integer"),
     ],

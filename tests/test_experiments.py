@@ -126,6 +126,32 @@ def test_a_variant_changes_data_keys_through_its_own_data_yaml(tmp_path, monkeyp
     assert "data_keys" not in runs["t10-seed0"].args  # not a train argument
 
 
+def test_a_variant_trains_on_another_representation_prepared_on_first_use(tmp_path):
+    """``data_keys: {representation: ...}``: the same synthetic recordings seen as VTEI, prepared beside the
+    histograms when the variant's data is first loaded; its channels come from the data."""
+    from events_fixture import make_tiny_event_data
+
+    from yolo_etram.data.data_yaml import load_event_data
+    from yolo_etram.data.prepared import list_sequences
+
+    data = make_tiny_event_data(tmp_path / "d", train=1, val=1, test=0)
+    (tmp_path / "d" / "raw").rename(tmp_path / "d" / "prepared_raw")  # where a synthetic set keeps its recordings
+    spec_data = {**yaml.safe_load(Path(data).read_text()), "synth": {"width": 128, "height": 96}}
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump(spec_data))
+    variants = {"hist": {}, "vtei": {"data_keys": {"representation": "vtei_dt=50_nbins=5"}}}
+    spec = AblationSpec.load(write_spec(tmp_path / "s.yaml", variants=variants, baseline="hist"))
+    out = tmp_path / "out"
+    spec.write_variant_data(out)
+    runs = {r.name: r for r in spec.runs(out)}
+    d = load_event_data(runs["vtei-seed0"].args["data"])
+    assert d["channels"] == 5 and d["event_settings"]["representation"] == "vtei"
+    for seq in list_sequences(Path(data).parent / "val"):
+        assert sorted(p.name for p in (seq / "event_representations_v2").iterdir()) == [
+            "stacked_histogram_dt=50_nbins=10", "vtei_dt=50_nbins=5",
+        ]  # fmt: skip
+    assert load_event_data(runs["hist-seed0"].args["data"])["channels"] == 20
+
+
 def test_ranks_train_on_their_own_gpu(monkeypatch):
     from yolo_etram.experiments.ablate import rank_device
 
@@ -155,6 +181,14 @@ def fake_record(folder: Path, ap: float, small: float) -> None:
         },
     }
     (folder / RECORD).write_text(json.dumps(record))
+
+
+def test_coco_minus_one_is_no_number():
+    """COCO writes -1 where the data holds no box of a kind (no large boxes): the tables show no number, not -1."""
+    from yolo_etram.experiments.metrics import run_metrics
+
+    m = run_metrics({"metrics": {"by_size": {"AP_S": 0.1, "AP_L": -1.0}, "groups": {"small": -1}}})
+    assert m["AP_S"] == 0.1 and m["AP_L"] is None and m["group small"] is None and m["AP"] is None
 
 
 def test_finished_runs_are_skipped_and_the_results_written(tmp_path, monkeypatch):

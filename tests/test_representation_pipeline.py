@@ -52,7 +52,30 @@ def test_predict_on_a_recording_builds_prepares_frames(prepare, tmp_path):
     assert any(seq.histograms(i, i + 1).any() for i in common)
 
 
-def run_pipeline(rep: str, root: Path) -> None:
+def recorded_settings(export: Path) -> EventSettings:
+    """The event settings an export carries in its metadata (ONNX properties, TorchScript's config.txt, OpenVINO's
+    metadata.yaml)."""
+    import json
+
+    if export.suffix == ".onnx":
+        import onnx as onnx_lib
+
+        meta = {m.key: m.value for m in onnx_lib.load(str(export)).metadata_props}
+    elif export.suffix == ".torchscript":
+        import torch
+
+        extra = {"config.txt": ""}
+        torch.jit.load(str(export), _extra_files=extra)
+        meta = json.loads(extra["config.txt"])
+    else:
+        import yaml
+
+        meta = yaml.safe_load((export / "metadata.yaml").read_text())
+    event = meta["event"]
+    return EventSettings.from_dict(json.loads(event) if isinstance(event, str) else event)
+
+
+def run_pipeline(rep: str, root: Path, formats=("onnx",)) -> None:
     data = tiny_data(root, PrepareConfig(representation=rep))
     settings = EventSettings(rep)
     EventYOLO("rvt-t.yaml").train(data=str(data), project=str(root), name="run", **TRAIN)
@@ -64,15 +87,13 @@ def run_pipeline(rep: str, root: Path) -> None:
     raw = next((root / "raw" / "val").glob("*_td.h5"))
     results = list(EventYOLO(str(best)).predict(str(raw), conf=0.01, stream=True, save=False, verbose=False))
     assert len(results) > 10 and results[0].orig_img.shape[:2] == (TINY["height"], TINY["width"])
-    with contextlib.chdir(root):
-        onnx = root / EventYOLO(str(best)).export(format="onnx")
-    import onnx as onnx_lib
-
-    meta = {m.key: m.value for m in onnx_lib.load(str(onnx)).metadata_props}
-    assert EventSettings.from_dict(__import__("json").loads(meta["event"])) == settings  # the export records them
-    exported = EventYOLO(str(onnx)).val(data=str(data), project=str(root), name="val_onnx", **VAL)
-    for key in ("prophesee/AP", "prophesee/AP_50"):
-        assert exported.results_dict[key] == pytest.approx(pt.results_dict[key], abs=2e-3), key
+    for fmt in formats:
+        with contextlib.chdir(root):
+            export = root / EventYOLO(str(best)).export(format=fmt)
+        assert recorded_settings(export) == settings  # every export records them
+        exported = EventYOLO(str(export)).val(data=str(data), project=str(root), name=f"val_{fmt}", **VAL)
+        for key in ("prophesee/AP", "prophesee/AP_50"):
+            assert exported.results_dict[key] == pytest.approx(pt.results_dict[key], abs=2e-3), (fmt, key)
 
 
 def test_vtei_through_every_command(tmp_path):
@@ -82,7 +103,10 @@ def test_vtei_through_every_command(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("rep", [r for r in REPRESENTATIONS if r != "vtei"])
 def test_every_representation_through_every_command(rep, tmp_path):
-    run_pipeline(rep, tmp_path)
+    import importlib.util
+
+    openvino = ("openvino",) if importlib.util.find_spec("openvino") else ()
+    run_pipeline(rep, tmp_path, ("onnx", "torchscript", *openvino))
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +134,8 @@ def test_val_and_predict_refuse_data_of_other_settings(two_datasets):
 
 
 def test_data_yaml_selects_among_prepared_folders(two_datasets, tmp_path):
-    """Two representations prepared into one folder: the data YAML names one; without a name it is an error."""
+    """Two representations prepared into one folder: the data YAML names one; without a name, prepare's default is
+    taken when it is among them, and anything else is an error."""
     import yaml
 
     from yolo_etram.data.data_yaml import load_event_data
@@ -127,6 +152,11 @@ def test_data_yaml_selects_among_prepared_folders(two_datasets, tmp_path):
     spec = {**yaml.safe_load(Path(hist).read_text()), "path": str(out), "channels": None}
     d = load_event_data({**spec, "representation": "mdes_dt=50_nbins=5"})
     assert d["channels"] == 5 and EventSettings.from_dict(d["event_settings"]) == EventSettings("mdes")
+    assert load_event_data(spec)["channels"] == 20  # without a name: prepare's default, when it is among them
+    for split in ("train", "val"):
+        for s in list_sequences(out / split):
+            folders = s / "event_representations_v2"
+            (folders / "stacked_histogram_dt=50_nbins=10").rename(folders / "stacked_histogram_dt=100_nbins=10")
     with pytest.raises(EventDataError, match="name the representation"):
         load_event_data(spec)
     with pytest.raises(EventDataError, match="input event_frame sums the time bins"):

@@ -332,6 +332,7 @@ def test_cli_import_writes_a_checkpoint_that_predicts(rvt_ckpt, tmp_path):
         "cutoff": 10,
         "window_ms": 50,
         "window_events": None,
+        "step_ms": 50,
         "downsample": 2,
         "channels": 20,
         "dtype": "uint8",

@@ -96,20 +96,21 @@ class EventPredictor(DetectionPredictor):
                 f"{source}: not an event recording (*_td.h5, .dat, .npy, .raw) or prepared sequence folder"
             )
         self.downsample = windows.downsample
-        self.dataset = EventWindowLoader(windows, fps=1e6 / windows.window_us)
+        self.dataset = EventWindowLoader(windows, fps=1e6 / windows.step_us)
         self.source_type = self.dataset.source_type
         self.vid_writer = {}
         self.args.batch = 1  # one stream: consecutive windows are time steps, not a batch
 
     def event_settings(self) -> EventSettings:
-        """How windows are built: the model's recorded settings; a data YAML, if given, must have the same."""
+        """How windows are built: the model's recorded settings; a data YAML, if given, must build the same frames,
+        and its windows (length, step) are used: a model may run at another frame rate."""
         native = self.event_model()
         record = native.event if native is not None else getattr(self.model, "metadata", {}).get("event")
         settings = EventSettings.from_dict(record or {}, "the model")
         if self.args.data and str(self.args.data).endswith((".yaml", ".yml")):
-            settings.require_same(
-                data_settings(load_event_data(self.args.data, split="val")), "the model", str(self.args.data)
-            )
+            data = data_settings(load_event_data(self.args.data, split="val"))
+            settings.require_same(data, "the model", str(self.args.data), windows=False)
+            settings = data
         return settings
 
     def event_model(self):

@@ -81,7 +81,10 @@ def check_model_settings(backend, native, data: dict, name) -> None:
         record = json.loads(record)
     if record:
         source = data.get("yaml_file") or "the data"
-        EventSettings.from_dict(record, f"{name}").require_same(data_settings(data), f"{name}", f"{source}")
+        model, theirs = EventSettings.from_dict(record, f"{name}"), data_settings(data)
+        model.require_same(theirs, f"{name}", f"{source}", windows=False)  # another frame rate is a study, not a bug
+        if model != theirs:
+            LOGGER.warning(f"{name} was trained on {model.describe()}; validating on {theirs.describe()}")
 
 
 class EventValidator(DetectionValidator):

@@ -88,6 +88,34 @@ def build_synthetic(root: Path, spec: dict) -> None:
     make_synthetic_dataset(root, splits, SynthConfig(**spec))
 
 
+def add_synthetic_representation(root: Path, name: str, src) -> None:
+    """Synthetic data names a representation it was not prepared with: prepare it (beside the others) from the
+    recordings the data was built from (``<root>_raw``), as the data itself is built on first use."""
+    from .prepare import PrepareConfig, prepare_dataset
+    from .prepared import REPR_ROOT, list_sequences
+
+    seqs = [s for split in ("train", "val", "test") for s in list_sequences(root / split)]
+    raw = root.with_name(root.name + "_raw")
+    if not seqs or all((s / REPR_ROOT / name).is_dir() for s in seqs) or not raw.is_dir():
+        return
+    settings = EventSettings.from_folder_name(name)
+    if settings is None:
+        raise EventDataError(
+            f"{src}: representation '{name}' is no folder name prepare writes (e.g. vtei_dt=50_nbins=5)"
+        )
+    cfg = PrepareConfig(
+        kind="etram",
+        window_ms=settings.window_ms,
+        nbins=settings.nbins,
+        cutoff=settings.cutoff,
+        downsample=1,
+        representation=settings.representation,
+        window_events=settings.window_events,
+        step_ms=settings.step_ms,
+    )
+    prepare_dataset(raw, root, cfg, workers=2, progress=False)
+
+
 def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
     """Load and check an event data YAML: absolute split paths, class names, event keys with defaults.
 
@@ -119,6 +147,8 @@ def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
     root = resolve_root(d.get("path", "."), yaml_file)
     if not root.exists() and d.get("synth"):
         build_synthetic(root, d["synth"])
+    if d.get("synth") and d.get("representation"):
+        add_synthetic_representation(root, d["representation"], src)
     d["path"] = str(root)
     for s in ("train", "val", "test"):
         if d.get(s):

@@ -7,7 +7,8 @@ the trainer records them in the model (``yaml["event"]``), every export carries 
 a recording rebuilds its windows from them. Two settings that disagree stop with one line naming both.
 
 Folder names are RVT's (``{name}_{dt|ne}={value}_nbins={nbins}[_cutoff={cutoff}]``, the cutoff only for the
-mixed-density stack, as RVT names them), so data prepared by RVT is recognised by its name alone.
+mixed-density stack, as RVT names them), so data prepared by RVT is recognised by its name alone. RVT steps its windows
+every 50 ms whatever their length; another step (ours: ``step_ms``) is named by a ``_step={ms}`` suffix.
 
 Usage:
     >>> from yolo_etram.data.event_settings import EventSettings
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from yolo_etram.utils.errors import EventDataError
@@ -32,6 +33,7 @@ from .representations import REPRESENTATIONS, EventRepresentation, check_downsam
 SETTINGS_FILE = "event_settings.json"
 FOLDER_RE = re.compile(
     r"(?P<name>[a-z_]+?)_(?P<rule>dt|ne)=(?P<value>\d+)_nbins=(?P<nbins>\d+)(?:_cutoff=(?P<cutoff>\d+))?"
+    r"(?:_step=(?P<step>\d+))?"
 )
 _UNSET = object()
 
@@ -44,9 +46,10 @@ class EventSettings:
         representation: one of :data:`~.representations.REPRESENTATIONS` (default RVT's stacked histogram).
         nbins: time bins (default: the representation's, 10 for RVT's, 5 for ReYOLOv8's).
         cutoff: saturation (default: the representation's, 10 for the histogram, 32 for the mixed-density stack).
-        window_ms: the step between windows in ms and, without ``window_events``, each window's length.
-        window_events: RVT's constant-count windows: each window is the last N events up to its end (step 50 ms).
+        window_ms: each window's length in ms (without ``window_events``).
+        window_events: RVT's constant-count windows: each window is the last N events up to its end.
         downsample: 1, or 2 (RVT's halving of 1280x720 sensors).
+        step_ms: the time between window ends (RVT: 50 ms, whatever the window's length): the model's frame rate.
     """
 
     representation: str = "stacked_histogram"
@@ -55,6 +58,7 @@ class EventSettings:
     window_ms: int = 50
     window_events: int | None = None
     downsample: int = 1
+    step_ms: int = 50
 
     def __post_init__(self):
         try:
@@ -66,7 +70,7 @@ class EventSettings:
             object.__setattr__(self, "nbins", defaults["nbins"])
         if self.cutoff is _UNSET:
             object.__setattr__(self, "cutoff", defaults["cutoff"])
-        for key in ("nbins", "window_ms"):
+        for key in ("nbins", "window_ms", "step_ms"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise EventDataError(f"event settings: {key} must be a positive integer, not {value!r}")
@@ -78,11 +82,6 @@ class EventSettings:
             ):
                 raise EventDataError(
                     f"event settings: window_events must be a positive integer, not {self.window_events!r}"
-                )
-            if self.window_ms != 50:
-                raise EventDataError(
-                    f"event settings: constant-count windows (window_events={self.window_events}) step by RVT's 50 ms; "
-                    f"window_ms={self.window_ms} cannot be honoured"
                 )
         try:
             check_downsample(self.downsample, "event settings: downsample")
@@ -113,11 +112,16 @@ class EventSettings:
         return self.window_ms * 1000
 
     @property
+    def step_us(self) -> int:
+        return self.step_ms * 1000
+
+    @property
     def folder_name(self) -> str:
         """RVT's folder name under ``event_representations_v2``, e.g. ``stacked_histogram_dt=50_nbins=10``."""
         rule = f"ne={self.window_events}" if self.window_events else f"dt={self.window_ms}"
         cutoff = f"_cutoff={self.cutoff}" if self.representation == "mixeddensity_stack" and self.cutoff else ""
-        return f"{self.representation}_{rule}_nbins={self.nbins}{cutoff}"
+        step = f"_step={self.step_ms}" if self.step_ms != 50 else ""
+        return f"{self.representation}_{rule}_nbins={self.nbins}{cutoff}{step}"
 
     def build(self, height: int, width: int) -> EventRepresentation:
         """The representation for a ``height`` x ``width`` sensor."""
@@ -127,6 +131,7 @@ class EventSettings:
         """One short phrase, for messages: ``vtei, 5 bins, 50 ms windows, downsample 2 (5 int8 channels)``."""
         cut = f", cutoff {self.cutoff}" if self.cutoff is not None else ""
         window = f"last {self.window_events} events" if self.window_events else f"{self.window_ms} ms windows"
+        window += f" every {self.step_ms} ms"
         return (
             f"{self.representation}, {self.nbins} bins{cut}, {window}, downsample {self.downsample} "
             f"({self.channels} {self.dtype} channels)"
@@ -171,6 +176,8 @@ class EventSettings:
             return None
         value = int(m["value"])
         kwargs = {"window_events": value} if m["rule"] == "ne" else {"window_ms": value}
+        if m["step"] is not None:
+            kwargs["step_ms"] = int(m["step"])
         if m["cutoff"] is not None:
             kwargs["cutoff"] = int(m["cutoff"])
         elif m["name"] == "mixeddensity_stack":
@@ -200,9 +207,16 @@ class EventSettings:
         return cls.from_dict(d, str(path))
 
     # ------------------------------------------------------------------------------------------------ checks
-    def require_same(self, other: EventSettings, mine: str, theirs: str) -> None:
-        """Stop with one line when ``other`` builds different inputs than ``self`` (``mine``/``theirs`` name them)."""
-        if self != other:
+    def same_frames(self, other: EventSettings) -> bool:
+        """Whether both build the same kind of frame (representation, bins, cutoff, downsampling): the window's
+        length and step may differ (a model run at another frame rate)."""
+        window = {"window_ms": 50, "window_events": None, "step_ms": 50}
+        return replace(self, **window) == replace(other, **window)
+
+    def require_same(self, other: EventSettings, mine: str, theirs: str, windows: bool = True) -> None:
+        """Stop with one line when ``other`` builds different inputs than ``self`` (``mine``/``theirs`` name them);
+        ``windows=False`` lets the window's length and step differ (see :meth:`same_frames`)."""
+        if (self != other) if windows else not self.same_frames(other):
             raise EventDataError(
                 f"{mine} uses {self.describe()} but {theirs} holds {other.describe()}; prepare the data with the "
                 "model's settings (etram-yolo prepare --representation ...) or use a model trained on this data"

@@ -47,6 +47,7 @@ from .io import SENSOR_SIZES, EventDataError, EventReader, blosc, find_recording
 from .labels import (
     DATASET_KINDS,
     ETRAM_8_TO_3,
+    FRAME_STEP_MS,
     BoxCounts,
     DatasetKind,
     apply_label_filters,
@@ -72,17 +73,24 @@ class PrepareConfig:
     class_map: str | None = None  # None or "etram8to3"
     codec: str = "lz4"  # blosc codec of the frames: lz4 (fast) or zstd (RVT's, smaller)
     representation: str = "stacked_histogram"
-    window_events: int | None = None  # RVT's constant-count windows: the last N events (step: window_ms)
+    window_events: int | None = None  # RVT's constant-count windows: the last N events
+    step_ms: int = 50  # time between window ends (RVT: 50, whatever the window's length); must divide 100 ms
 
     def settings(self) -> EventSettings:
         """The event settings this configuration builds (raises :class:`EventDataError` for impossible ones)."""
         extra = {} if self.cutoff is None else {"cutoff": self.cutoff}
+        if FRAME_STEP_MS % self.step_ms:
+            raise EventDataError(
+                f"prepare: a window step of {self.step_ms} ms does not divide the {FRAME_STEP_MS} ms label-frame step "
+                "(RVT's); use 10, 20, 25, 50 or 100"
+            )
         return EventSettings(
             self.representation,
             self.nbins,
             window_ms=self.window_ms,
             window_events=self.window_events,
             downsample=self.dataset_kind().downsample,
+            step_ms=self.step_ms,
             **extra,
         )
 
@@ -201,7 +209,7 @@ def prepare_sequence(
         boxes = apply_label_filters(boxes, kind, reader.height, reader.width, train=split == "train")
         if len(boxes) == 0:
             return SequenceResult(name, split, "no_labels", seconds=time.perf_counter() - t_start)
-        frames = select_label_frames(boxes, kind, cfg.window_ms, source=str(boxes_path))
+        frames = select_label_frames(boxes, kind, cfg.step_ms, source=str(boxes_path))
         settings = cfg.settings()
         paths = sequence_paths(work, settings)
         paths["repr_dir"].mkdir(parents=True)
@@ -401,7 +409,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=list(REPRESENTATIONS),
         help="stacked_histogram (RVT's, default), mixeddensity_stack (RVT's), vtei, mdes, voxel_grid (ReYOLOv8's)",
     )
-    parser.add_argument("--window-ms", type=int, default=50, help="window length and step in ms (default 50)")
+    parser.add_argument("--window-ms", type=int, default=50, help="window length in ms (default 50)")
+    parser.add_argument(
+        "--step-ms",
+        type=int,
+        default=50,
+        help="time between window ends in ms, the frame rate (default RVT's 50 whatever the length; divides 100)",
+    )
     parser.add_argument(
         "--window-events",
         type=int,
@@ -453,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         args.codec,
         args.representation,
         args.window_events,
+        args.step_ms,
     )
     try:
         # the bar only on a terminal: logged stderr holds nothing but the one-line errors

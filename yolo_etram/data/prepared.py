@@ -36,11 +36,16 @@ def find_representation_dir(seq_dir: Path, name: str | None = None) -> Path:
             )
         return d
     dirs = sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
-    if len(dirs) != 1:
-        raise EventDataError(
-            f"{seq_dir}: expected one folder in {REPR_ROOT}/, found {[p.name for p in dirs]}; name the representation"
-        )
-    return dirs[0]
+    if len(dirs) == 1:
+        return dirs[0]
+    from .event_settings import EventSettings
+
+    default = root / EventSettings().folder_name  # prepare's default, when others were prepared beside it
+    if default in dirs:
+        return default
+    raise EventDataError(
+        f"{seq_dir}: expected one folder in {REPR_ROOT}/, found {[p.name for p in dirs]}; name the representation"
+    )
 
 
 def list_sequences(split_dir: str | Path) -> list[Path]:

@@ -39,11 +39,11 @@ class EventWindow:
     sensor_hw: tuple[int, int]  # full sensor resolution
 
 
-def window_ends(t_first: int, t_last: int, window_us: int) -> np.ndarray:
-    """End times of the windows of a recording whose events span ``t_first..t_last`` µs: every ``window_us`` from the
+def window_ends(t_first: int, t_last: int, step_us: int) -> np.ndarray:
+    """End times of the windows of a recording whose events span ``t_first..t_last`` µs: every ``step_us`` from the
     first multiple after the first event to the first one at or past the last event."""
-    first = (int(t_first) // window_us + 1) * window_us
-    return np.arange(first, int(t_last) + window_us, window_us, dtype=np.int64)
+    first = (int(t_first) // step_us + 1) * step_us
+    return np.arange(first, int(t_last) + step_us, step_us, dtype=np.int64)
 
 
 def is_event_source(source) -> bool:
@@ -101,8 +101,9 @@ class EventWindowSource:
         return self.settings.downsample
 
     @property
-    def window_us(self) -> int:
-        return self.settings.window_us
+    def step_us(self) -> int:
+        """Time between window ends (the frame rate's period)."""
+        return self.settings.step_us
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -124,7 +125,7 @@ class EventWindowSource:
         with EventReader(path, *self.hw) as reader:
             if len(reader) == 0:
                 return
-            t_ends = window_ends(reader.t_start, reader.t_end, s.window_us)
+            t_ends = window_ends(reader.t_start, reader.t_end, s.step_us)
             t_ends = t_ends[self._in_range(t_ends)]
             rep = s.build(reader.height, reader.width)
             seek = self.start_us is not None  # a time range: start at its first window, not at the file's start

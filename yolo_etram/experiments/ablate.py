@@ -240,10 +240,9 @@ def plot(spec: AblationSpec, rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scores = [m for m in table_metrics(rows) if m not in COST_METRICS][:10]  # APs share one axis; costs do not
+    metrics = [m for m in table_metrics(rows) if m not in COST_METRICS][:10]  # APs share one axis; costs do not
     by = {(r["variant"], r["metric"]): r for r in rows}
     variants = list(spec.variants)
-    metrics = scores
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     width = 0.8 / len(variants)
     for j, v in enumerate(variants):

@@ -25,7 +25,7 @@ def _get(*keys: str) -> Callable[[dict], float | None]:
         v = record
         for k in keys:
             v = v.get(k) if isinstance(v, dict) else None
-        return None if v is None else float(v)
+        return None if v is None or float(v) < 0 else float(v)  # COCO's -1: no ground truth of that kind
 
     return read
 
@@ -63,5 +63,5 @@ def run_metrics(record: dict) -> dict[str, float | None]:
     """Every metric of one run's record, by name (None where the run has no such number)."""
     out = {name: m.read(record) for name, m in METRICS.items()}
     for group, value in (record.get("metrics", {}).get("groups") or {}).items():
-        out[f"group {group}"] = None if value is None else float(value)
+        out[f"group {group}"] = None if value is None or float(value) < 0 else float(value)
     return out

@@ -38,8 +38,19 @@ from yolo_etram.utils.errors import ExperimentError
 
 RESERVED = ("data", "seed", "project", "name", "exist_ok", "resume")
 """Train arguments that the ablation itself sets for every run."""
-DATA_KEYS = ("seq_len", "sampling", "mixed_random_fraction", "input", "memory", "size_aware", "groups", "eval")
-"""Data-YAML event keys a variant may change (``data_keys``): what the data's windows and labels stay the same for."""
+DATA_KEYS = (
+    "seq_len",
+    "sampling",
+    "mixed_random_fraction",
+    "input",
+    "memory",
+    "size_aware",
+    "groups",
+    "eval",
+    "representation",
+)
+"""Data-YAML event keys a variant may change (``data_keys``): the same recordings and labels, seen another way
+(``representation``: another prepared folder of the same sequences; synthetic data prepares it on first use)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +184,10 @@ class AblationSpec:
         for variant, keys in self.data_keys.items():
             path = variant_data_yaml(out, variant)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(yaml.safe_dump({**base, **keys}, sort_keys=False))
+            data = {**base, **keys}
+            if "representation" in keys:  # its channels (and downsampling) are read from the prepared data
+                data.pop("channels", None)
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def no_op(train: dict, overrides: dict, baseline: dict) -> str | None:
