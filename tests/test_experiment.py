@@ -12,6 +12,7 @@ import yaml
 
 from yolo_etram import EventYOLO
 from yolo_etram.metrics.records import compare_table, load_record, metrics_record
+from yolo_etram.nn.detection_model import load_model_yaml
 from yolo_etram.nn.size_aware_loss import SizeWeightedAssigner, normalised_box_weights, size_weights
 
 FIELDS = (
@@ -157,6 +158,84 @@ def test_size_aware_loss_keeps_the_scale_of_equal_boxes_and_weights_small_ones()
     weighted, plain = _loss({"a": 3.0, "tau": 64.0}, mixed), _loss(None, mixed)
     assert not torch.allclose(weighted, plain)
     assert 0.5 < float(weighted.sum() / plain.sum()) < 2  # same scale: a re-weighting, not a multiplier
+
+
+def test_size_aware_works_or_refuses_on_every_head():
+    """YOLOX head: the YOLOX loss weights; Detect: the assigner; an end-to-end loss (YOLOv10/YOLO26): both of its
+    assigners; a loss with no assigner: a one-line refusal, never an unweighted loss."""
+    from ultralytics.cfg import get_cfg
+
+    from yolo_etram.nn import EventDetectionModel
+    from yolo_etram.nn.size_aware_loss import make_size_aware
+    from yolo_etram.nn.yolox_loss import YOLOXLoss
+    from yolo_etram.utils.errors import UnsupportedOptionError
+
+    sa = {"a": 1.0, "tau": 256.0}
+    yolox = EventDetectionModel({**load_model_yaml("rvt-t-yolox.yaml"), "size_aware": sa}, verbose=False)
+    crit = yolox.init_criterion()
+    assert isinstance(crit, YOLOXLoss) and (crit.size_aware["a"], crit.size_aware["tau"]) == (1.0, 256.0)
+    model = EventDetectionModel({**load_model_yaml("yolov8n.yaml"), "size_aware": sa}, ch=20, nc=3, verbose=False)
+    model.args = get_cfg()
+    assert isinstance(model.init_criterion().assigner, SizeWeightedAssigner)
+    from types import SimpleNamespace
+
+    from ultralytics.utils.tal import TaskAlignedAssigner
+
+    e2e = SimpleNamespace(  # Ultralytics' E2ELoss / E2EDetectLoss: two v8DetectionLoss, one2many and one2one
+        one2many=SimpleNamespace(assigner=TaskAlignedAssigner(topk=10)),
+        one2one=SimpleNamespace(assigner=TaskAlignedAssigner(topk=1)),
+    )
+    make_size_aware(e2e, sa)
+    assert all(isinstance(p.assigner, SizeWeightedAssigner) for p in (e2e.one2many, e2e.one2one))
+    assert e2e.one2one.assigner.topk == 1
+    with pytest.raises(UnsupportedOptionError, match="no assigner"):
+        make_size_aware(object(), sa)
+    with pytest.raises(ValueError, match="takes a >= 0 and tau > 0"):
+        make_size_aware(object(), {"a": 1.0, "weights": [1, 2]})
+
+
+def test_size_feedback_rule_is_bounded_and_keeps_buckets_without_ground_truth():
+    """The v2 rule by hand: mean AP 0.2 of (0.05, 0.15, 0.40); targets ((0.2 + 0.01) / (AP + 0.01)) ** 1 clipped to
+    [1/4, 4]: 3.5, 1.3125, 0.5122; momentum 0.5 from 1: 2.25, 1.15625, 0.7561."""
+    from yolo_etram.nn.size_aware_loss import feedback_update, size_config
+
+    fb = size_config({"feedback": True})["feedback"]
+    assert fb == {"gamma": 1.0, "momentum": 0.5, "max": 4.0}
+    new = feedback_update([1.0, 1.0, 1.0], {"S": 0.05, "M": 0.15, "L": 0.40}, fb)
+    assert new == pytest.approx([2.25, 1.15625, 0.5 + 0.5 * 0.21 / 0.41], rel=1e-12)
+    worst = feedback_update([1.0] * 3, {"S": 0.0, "M": 0.5, "L": None}, fb)  # L: no ground truth (COCO's -1 or None)
+    assert worst[0] == pytest.approx(0.5 + 0.5 * 4.0) and worst[2] == 1.0  # S capped at max = 4
+    w = [1.0] * 3
+    for _ in range(50):  # bounded however long it runs
+        w = feedback_update(w, {"S": 0.0, "M": 0.9, "L": -1.0}, fb)
+    assert 1 / 4 <= min(w) and max(w) <= 4 and w[2] == 1.0
+    assert feedback_update([2.0, 1.0, 0.5], {}, fb) == [2.0, 1.0, 0.5]
+    assert size_config({"feedback": True})["bucket_weights"] == [1.0, 1.0, 1.0]
+    for bad in ({"feedback": {"momentum": 0}}, {"feedback": {"max": 0.5}}, {"bucket_weights": [1, 2]}):
+        with pytest.raises(ValueError, match="size_aware"):
+            size_config(bad)
+
+
+def test_bucket_weights_scale_boxes_by_coco_size_on_both_heads():
+    """A bucket's weight multiplies its boxes (COCO bounds: area < 32^2 small, < 96^2 medium), before the mean-1
+    normalisation; the criteria of both heads take new weights in place."""
+    from yolo_etram.nn.size_aware_loss import box_weights, set_bucket_weights
+    from yolo_etram.nn.yolox_loss import YOLOXLoss
+
+    area = torch.tensor([31.0**2, 32.0**2, 95.0**2, 96.0**2])
+    cfg = {"a": 0.0, "tau": 1.0, "bucket_weights": [4.0, 2.0, 1.0]}
+    w = box_weights(area, cfg)
+    torch.testing.assert_close(w, torch.tensor([4.0, 2.0, 2.0, 1.0]) / 2.25)
+    fake = type("M", (), {"model": [type("H", (), {"nc": 3, "stride": torch.tensor([8.0])})()]})()
+    yolox = YOLOXLoss(fake, size_aware={"feedback": True})
+    set_bucket_weights(yolox, [3.0, 1.0, 1.0])
+    assert yolox.size_aware["bucket_weights"] == [3.0, 1.0, 1.0]
+    from ultralytics.utils.tal import TaskAlignedAssigner
+
+    detect = type("L", (), {})()
+    detect.assigner = SizeWeightedAssigner(TaskAlignedAssigner(), bucket_weights=[1.0, 1.0, 1.0])
+    set_bucket_weights(detect, [1.0, 2.0, 3.0])
+    assert detect.assigner.bucket_weights == [1.0, 2.0, 3.0]
 
 
 def test_size_weighted_assigner_is_transparent_to_attribute_reads():

@@ -126,6 +126,55 @@ def test_resume_continues_on_the_same_schedule(tiny_events, tmp_path):
         assert [r[key] for r in cut] == pytest.approx([r[key] for r in whole], rel=1e-9)
 
 
+@pytest.mark.slow
+def test_size_aware_feedback_is_logged_checkpointed_and_resumed(tiny_events, tmp_path):
+    """Size-aware loss v2: the bucket weights follow the rule from each validation's AP_S/M/L, are logged in
+    results.csv, saved in last.pt's model YAML and the experiment record, and a resumed run trains on exactly them."""
+    from yolo_etram.nn.size_aware_loss import feedback_update, size_config
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_epoch(trainer):
+        if trainer.epoch == 0:
+            raise Stop
+
+    data = yaml.safe_load(tiny_events.read_text())
+    data["size_aware"] = {"a": 0.0, "tau": 256, "feedback": {"gamma": 1.0, "momentum": 1.0, "max": 4.0}}
+    data["path"] = str((tiny_events.parent / (data.get("path") or ".")).resolve())  # absolute stays absolute
+    (tmp_path / "sa.yaml").write_text(yaml.safe_dump(data))
+    model = EventYOLO("rvt-t.yaml")
+    model.add_callback("on_fit_epoch_end", stop_after_first_epoch)
+    with pytest.raises(Stop):
+        model.train(data=str(tmp_path / "sa.yaml"), epochs=2, project=str(tmp_path), name="cut", **TRAIN)
+    with open(tmp_path / "cut" / "results.csv") as f:
+        row = {k.strip(): v for k, v in next(csv.DictReader(f)).items()}
+    logged = [float(row[f"size_aware/w_{b}"]) for b in "SML"]
+    ap = {b: float(row[f"prophesee/AP_{b}"]) for b in "SML"}
+    fb = size_config(data["size_aware"])["feedback"]
+    assert logged == pytest.approx(feedback_update([1.0, 1.0, 1.0], ap, fb), rel=1e-5)
+    last = tmp_path / "cut" / "weights" / "last.pt"
+    saved = torch.load(last, weights_only=False)["ema"].yaml["size_aware"]["bucket_weights"]
+    assert saved == pytest.approx(logged, rel=1e-5)
+    seen = {}
+
+    def first_batch(trainer):
+        if "loss" not in seen:
+            seen["loss"] = unwrap(trainer.model).criterion.assigner.bucket_weights
+
+    from ultralytics.utils.torch_utils import unwrap_model as unwrap
+
+    resumed = EventYOLO(str(last))
+    resumed.add_callback("on_train_start", lambda t: seen.update(yaml=unwrap(t.model).yaml["size_aware"]))
+    resumed.add_callback("on_train_batch_end", first_batch)
+    resumed.train(resume=True)
+    assert seen["yaml"]["bucket_weights"] == saved and seen["loss"] == saved
+    with pytest.raises(Exception, match="needs val=True"):
+        EventYOLO("rvt-t.yaml").train(
+            data=str(tmp_path / "sa.yaml"), epochs=1, project=str(tmp_path), name="noval", **{**TRAIN, "val": False}
+        )
+
+
 def test_abandoned_prediction_stream_leaves_a_readable_video(tmp_path):
     import cv2
     from test_predict import recording, tiny_model

@@ -208,6 +208,17 @@ def test_whole_rvt_golden_checkpoint_matches_rvt(golden):
 # ------------------------------------------------------------------------------------------------------ the loss
 
 
+def _gt_batch(gt: dict) -> tuple[dict, SimpleNamespace]:
+    """A loss batch of ``{image: [(cls, cx, cy, w, h) pixels]}`` at HW, and a model stand-in for YOLOXLoss."""
+    rows = [(i, *r) for i, rs in gt.items() for r in rs]
+    batch = {
+        "batch_idx": torch.tensor([r[0] for r in rows], dtype=torch.float32),
+        "cls": torch.tensor([[r[1]] for r in rows], dtype=torch.float32),
+        "bboxes": torch.tensor([r[2:] for r in rows]) / torch.tensor([160.0, 96, 160, 96]),
+    }
+    return batch, SimpleNamespace(model=[SimpleNamespace(nc=NC, stride=torch.tensor([8.0, 16.0, 32.0]))])
+
+
 def test_loss_matches_rvt_reference():
     """SimOTA + IoU/obj/cls losses and their gradients equal RVT's loss code on random outputs and boxes."""
     g = torch.Generator().manual_seed(0)
@@ -230,13 +241,7 @@ def test_loss_matches_rvt_reference():
 
     flat = [torch.cat([o[:, s].flatten(2) for o in outs], 2) for s in (slice(0, 4), slice(4, 5), slice(5, None))]
     preds = {"boxes": flat[0], "obj": flat[1], "scores": flat[2], "feats": outs}
-    rows = [(i, *r) for i, rs in gt.items() for r in rs]
-    batch = {
-        "batch_idx": torch.tensor([r[0] for r in rows], dtype=torch.float32),
-        "cls": torch.tensor([[r[1]] for r in rows], dtype=torch.float32),
-        "bboxes": torch.tensor([r[2:] for r in rows]) / torch.tensor([160.0, 96, 160, 96]),
-    }
-    fake = SimpleNamespace(model=[SimpleNamespace(nc=NC, stride=torch.tensor([8.0, 16.0, 32.0]))])
+    batch, fake = _gt_batch(gt)
     criterion = YOLOXLoss(fake)
     loss, items = criterion.loss(preds, batch)
     assert list(items) == ["iou_loss", "obj_loss", "cls_loss"] and ref[4] > 5
@@ -285,6 +290,57 @@ def test_masked_loss_and_finetuning_lower_the_loss(imported):
     model.reset_states()
     loss, _ = model.loss(nothing)
     assert loss.shape == (3,) and loss.sum() == 0
+
+
+def _yolox_loss_inputs(gt: dict, seed: int = 0):
+    """Random raw outputs at HW's three levels, as leaves, and a batch of ``[cls, cx, cy, w, h]`` pixel boxes."""
+    g = torch.Generator().manual_seed(seed)
+    levels = [(12, 20), (6, 10), (3, 5)]
+    outs = [
+        torch.cat((0.5 * torch.randn(2, 4, h, w, generator=g), torch.randn(2, 1 + NC, h, w, generator=g)), 1)
+        for h, w in levels
+    ]
+    flat = [
+        torch.cat([o[:, s].flatten(2) for o in outs], 2).requires_grad_()
+        for s in (slice(0, 4), slice(4, 5), slice(5, None))
+    ]
+    preds = {"boxes": flat[0], "obj": flat[1], "scores": flat[2], "feats": outs}
+    batch, fake = _gt_batch(gt)
+    return preds, batch, fake
+
+
+def test_size_aware_yolox_loss_weights_each_positive_by_its_box():
+    """Size-aware YOLOX loss: equal boxes give RVT's loss (to rounding); with a small and a large box every positive
+    anchor's gradient is the plain one times its box's weight (1 + a e^(-area/tau), mean 1), negatives unchanged."""
+    from yolo_etram.nn.size_aware_loss import size_weights
+
+    cfg = {"a": 2.0, "tau": 256.0}
+    equal = {0: [(0, 40, 30, 24, 24), (1, 120, 60, 24, 24)], 1: [(2, 80, 48, 24, 24)]}
+    preds, batch, fake = _yolox_loss_inputs(equal)
+    plain, _ = YOLOXLoss(fake).loss(preds, batch)
+    weighted, _ = YOLOXLoss(fake, size_aware=cfg).loss(preds, batch)
+    torch.testing.assert_close(weighted, plain, atol=1e-6, rtol=1e-6)  # weights 1 (to rounding)
+
+    mixed = {0: [(0, 40, 30, 8, 8), (1, 120, 60, 64, 48)]}  # each positive anchor belongs to one box
+    preds, batch, fake = _yolox_loss_inputs(mixed, seed=1)
+    areas = torch.tensor([64.0, 64 * 48])
+    w = size_weights(areas, **cfg)
+    w = w / w.mean()
+    grads = {}
+    for name, sa in (("plain", None), ("weighted", cfg)):
+        loss, _ = YOLOXLoss(fake, size_aware=sa).loss(preds, batch)
+        grads[name] = torch.autograd.grad(loss.sum(), [preds["boxes"], preds["obj"]])
+    gb_plain, gb_w = (grads[k][0][0].abs().sum(0) for k in ("plain", "weighted"))  # (A,) image 0
+    pos = gb_plain > 0
+    ratios = (gb_w[pos] / gb_plain[pos]).tolist()
+    assert pos.sum() >= 2 and w[0] > 1 > w[1]
+    assert all(min(abs(r - w[0]), abs(r - w[1])) < 1e-4 for r in ratios), (ratios, w)
+    assert any(abs(r - w[0]) < 1e-4 for r in ratios) and any(abs(r - w[1]) < 1e-4 for r in ratios)
+    go_plain, go_w = grads["plain"][1][0, 0], grads["weighted"][1][0, 0]
+    torch.testing.assert_close(go_w[~pos], go_plain[~pos])  # objectness of negatives: untouched
+    torch.testing.assert_close(go_w[pos], go_plain[pos] * torch.tensor(ratios))  # of positives: the box's weight
+    with pytest.raises(ValueError, match="tau > 0"):
+        YOLOXLoss(fake, size_aware={"a": 1.0, "tau": 0})
 
 
 # ------------------------------------------------------------------------------------------------------ import
@@ -410,3 +466,51 @@ def test_imported_model_finetunes_with_the_trainer(rvt_ckpt, tiny_events, tmp_pa
     tuned = torch.load(tmp_path / "ft" / "weights" / "last.pt", weights_only=False)["model"]
     assert isinstance(tuned.model[-1], YOLOXDetect)
     assert all(m.eps == 1e-5 for m in tuned.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+# ------------------------------------------------------------------------------------------------------ 4-scale
+
+
+@pytest.mark.parametrize("size", ["t", "s", "b"])
+def test_4scale_yolox_yaml_adds_a_stride_4_level(size):
+    """rvt-*-yolox-4scale.yaml: RVT's detector with a fourth head level at stride 4 and RVT's PAFPN unchanged."""
+    four = EventDetectionModel(f"rvt-{size}-yolox-4scale.yaml", verbose=False)
+    three = EventDetectionModel(f"rvt-{size}-yolox.yaml", verbose=False)
+    head = four.model[-1]
+    assert isinstance(head, YOLOXDetect) and head.nl == 4 and four.stride.tolist() == [4.0, 8.0, 16.0, 32.0]
+    assert head.hidden == three.model[-1].hidden and head.stems[0].conv.in_channels == four.backbone.out_channels[0]
+    own4, own3 = four.state_dict(), three.state_dict()
+    for row in three.yaml["rvt_pafpn"].values():  # every RVT neck layer: same row, same shapes
+        keys = [k for k in own3 if k.startswith(f"model.{row}.")]
+        assert keys and all(own4[k].shape == own3[k].shape for k in keys)
+    assert isinstance(four.init_criterion(), YOLOXLoss)
+
+
+def test_4scale_import_predicts_rvts_levels_exactly(rvt_sd):
+    """An RVT checkpoint in the 4-scale YOLOX: backbone, PAFPN and RVT's three head levels load, the stride-4 rows
+    and head level 0 start fresh (named in the report), and the strides 8-32 predict exactly as the 3-scale import."""
+    four, three = (EventDetectionModel(y, verbose=False) for y in ("rvt-t-yolox-4scale.yaml", "rvt-t-yolox.yaml"))
+    report = load_rvt_checkpoint(four, rvt_sd)
+    load_rvt_checkpoint(three, rvt_sd)
+    assert (report.backbone, report.neck, report.head) == (124, 144, 108) and not report.not_loaded
+    assert not report.missing
+    assert [f.split(" (")[0] for f in report.fresh] == ["rows 19-22", "row 23 level 0"], report.fresh
+    assert "starting fresh: rows 19-22" in str(report)
+    own, sd = four.state_dict(), rvt_sd
+    assert torch.equal(own["model.23.cls_preds.1.weight"], sd["mdl.yolox_head.cls_preds.0.weight"])
+    assert torch.equal(own["model.23.obj_preds.3.bias"], sd["mdl.yolox_head.obj_preds.2.bias"])
+    for m in (four, three):
+        m.backbone.set_partition_size(PARTITION)
+        m.eval()
+    x = events(1, seed=4)
+    with torch.no_grad():
+        raw4, raw3 = four(x)[1], three(x)[1]
+    n_p2 = (HW[0] // 4) * (HW[1] // 4)
+    for k in ("boxes", "obj", "scores"):
+        torch.testing.assert_close(raw4[k][..., n_p2:], raw3[k], atol=1e-5, rtol=1e-5)
+    three_scale = load_rvt_checkpoint(EventDetectionModel("rvt-t-yolox.yaml", verbose=False), rvt_sd)
+    assert not three_scale.fresh, three_scale.fresh
+    with pytest.raises(RuntimeError, match="rvt_head_levels"):
+        from yolo_etram.nn.rvt_import import rvt_head_state_dict
+
+        rvt_head_state_dict({k[len("mdl.") :]: v for k, v in rvt_sd.items()}, 23, [1, 2])

@@ -62,9 +62,21 @@ class EventExporter(Exporter):
 
     def __call__(self, model: nn.Module) -> str:
         self.recurrent = bool(stateful_layers(model))
+        self._check_layer_formats(model)
         if self.recurrent:
             self._check_recurrent_args(model)
         return super().__call__(model)
+
+    def _check_layer_formats(self, model: nn.Module) -> None:
+        """Refuse a format that one of the model's layers cannot be written in (a layer's ``export_formats``)."""
+        fmt = str(self.args.format).lower()
+        for m in model.modules():
+            allowed = getattr(type(m), "export_formats", None)
+            if allowed is not None and fmt not in allowed:
+                raise UnsupportedOptionError(
+                    f"format='{fmt}' cannot carry the model's {type(m).__name__} layers; "
+                    f"formats that do: {', '.join(allowed)}"
+                )
 
     def _check_recurrent_args(self, model: nn.Module) -> None:
         """Refuse, before any work, what a stateful graph cannot be: other formats, dynamic shapes, INT8."""

@@ -46,6 +46,7 @@ from yolo_etram.metrics.prophesee import PROPHESEE_COLUMNS, etram_columns
 from yolo_etram.metrics.records import reset_peak_memory, write_record
 from yolo_etram.nn.detection_model import EventDetectionModel, load_model_yaml, set_partition
 from yolo_etram.nn.exported import traced_graph
+from yolo_etram.nn.size_aware_loss import BUCKETS, feedback_update, set_bucket_weights, size_config
 from yolo_etram.utils import distributed
 from yolo_etram.utils.allocator import keep_freed_memory
 from yolo_etram.utils.errors import NonFiniteLossError, UnsupportedOptionError
@@ -252,8 +253,19 @@ class EventTrainer(DetectionTrainer):
 
     def get_model(self, cfg=None, weights=None, verbose: bool = True) -> EventDetectionModel:
         cfg = {**load_model_yaml(cfg), "event": event_settings(self.data)}  # input and memory settings shape the model
-        if self.data.get("size_aware") is not None:  # the data YAML's loss option wins over the model YAML's
-            cfg["size_aware"] = self.data["size_aware"]
+        if self.data.get("size_aware") is not None:  # the data YAML's loss option wins over the model YAML's,
+            cfg["size_aware"] = _keep_bucket_weights(self.data["size_aware"], cfg.get("size_aware"))  # weights kept
+        sa = size_config(cfg.get("size_aware"))
+        if sa and sa["feedback"]:
+            if not self.args.val:
+                raise UnsupportedOptionError(
+                    "size_aware feedback adapts its weights from every validation's AP_S/M/L: it needs val=True"
+                )
+            if self.world_size > 1:
+                raise UnsupportedOptionError(
+                    "size_aware feedback is not supported under DDP yet (rank 0 alone validates): train on one rank"
+                )
+            cfg["size_aware"] = sa  # checked, with its starting bucket weights recorded
         model = EventDetectionModel(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose and RANK == -1)
         if weights:
             model.load(weights)
@@ -286,7 +298,26 @@ class EventTrainer(DetectionTrainer):
         with validating_alone(self):
             out = super().validate()
         self.validated_epoch = self.epoch
+        self._size_feedback(out[0])
         return out
+
+    def _size_feedback(self, metrics: dict | None) -> None:
+        """Size-aware loss v2: new bucket weights from this validation's AP_S/M/L, into the model's and the EMA's YAML
+        (so checkpoints carry them), their criteria and ``metrics`` (``results.csv``)."""
+        model = unwrap_model(self.model)
+        sa = size_config(model.yaml.get("size_aware"))
+        if not sa or not sa["feedback"] or not metrics:
+            return
+        ap = {b: metrics.get(f"prophesee/AP_{b}") for b in BUCKETS}
+        new = feedback_update(sa["bucket_weights"], ap, sa["feedback"])
+        for m in (model, getattr(self.ema, "ema", None)):
+            if m is not None:
+                m.yaml["size_aware"] = {**sa, "bucket_weights": new}
+                if getattr(m, "criterion", None) is not None:
+                    set_bucket_weights(m.criterion, new)
+        shown = ", ".join(f"{b} {w:.3f}" for b, w in zip(BUCKETS, new))
+        LOGGER.info(f"size_aware feedback: bucket weights {shown} (from AP_S/M/L {[ap[b] for b in BUCKETS]})")
+        metrics.update({f"size_aware/w_{b}": w for b, w in zip(BUCKETS, new)})
 
     def save_metrics(self, metrics: dict) -> None:
         """Ultralytics' ``results.csv`` row, with the validation cells left empty on an epoch that was not validated
@@ -330,7 +361,9 @@ class EventTrainer(DetectionTrainer):
         stock = {k: v for k, v in self.metrics.items() if not k.startswith("val/")}
         losses = {k: v for k, v in self.metrics.items() if k.startswith("val/")}
         ours = (*PROPHESEE_COLUMNS, *etram_columns(list(self.data["names"].values())))
-        self.metrics = {**stock, **dict.fromkeys(ours, 0.0), **losses}
+        sa = size_config(unwrap_model(self.model).yaml.get("size_aware"))
+        feedback = {f"size_aware/w_{b}": 0.0 for b in BUCKETS} if sa and sa["feedback"] else {}
+        self.metrics = {**stock, **dict.fromkeys(ours, 0.0), **losses, **feedback}  # feedback: as validate adds it
 
     def _adapt_logger_callbacks(self) -> None:
         """Ultralytics' experiment loggers, fitted to event runs. They log ``trainer.metrics`` at every epoch end, which
@@ -366,6 +399,14 @@ class EventTrainer(DetectionTrainer):
         boxes = np.concatenate([lb["bboxes"] for lb in labels], 0)
         cls = np.concatenate([lb["cls"] for lb in labels], 0)
         plot_labels(boxes, cls.squeeze(), names=self.data["names"], save_dir=self.save_dir, on_plot=self.on_plot)
+
+
+def _keep_bucket_weights(data_cfg, model_cfg):
+    """The data YAML's ``size_aware``, keeping the bucket weights a checkpoint's YAML learned by feedback (resume)."""
+    learned = model_cfg.get("bucket_weights") if isinstance(model_cfg, dict) else None
+    if learned and isinstance(data_cfg, dict) and data_cfg.get("feedback") and not data_cfg.get("bucket_weights"):
+        return {**data_cfg, "bucket_weights": learned}
+    return data_cfg
 
 
 def _log_tensorboard_graph(trainer, hw, hook) -> None:

@@ -178,16 +178,15 @@ class EventDetectionModel(DetectionModel):
         return self._predict_once(x)
 
     def init_criterion(self):
-        """RVT's YOLOX loss for a YOLOX head (rvt-*-yolox.yaml), Ultralytics' own otherwise (size-aware when the YAML
-        has a ``size_aware`` entry, see :mod:`yolo_etram.nn.size_aware_loss`)."""
+        """RVT's YOLOX loss for a YOLOX head (rvt-*-yolox.yaml), Ultralytics' own otherwise; either size-aware when
+        the YAML has a ``size_aware`` entry (see :mod:`yolo_etram.nn.size_aware_loss`)."""
+        from yolo_etram.nn.size_aware_loss import make_size_aware
         from yolo_etram.nn.yolox_head import YOLOXDetect
 
         if isinstance(self.model[-1], YOLOXDetect):
             from yolo_etram.nn.yolox_loss import YOLOXLoss
 
-            return YOLOXLoss(self)
-        from yolo_etram.nn.size_aware_loss import make_size_aware
-
+            return YOLOXLoss(self, size_aware=self.yaml.get("size_aware"))
         return make_size_aware(super().init_criterion(), self.yaml.get("size_aware"))
 
     def loss(self, batch: dict, preds=None):

@@ -1,4 +1,5 @@
-"""Our layers by name in Ultralytics model YAMLs: the recurrent backbones and the YOLOX head.
+"""Our layers by name in Ultralytics model YAMLs: the recurrent backbones, the YOLOX head and the blocks of
+:mod:`yolo_etram.nn.blocks` (squeeze-excitation, spatial attention, deformable convolution).
 
 Ultralytics resolves YAML layer names in the namespace of ``ultralytics.nn.tasks`` (no registry exists), so
 :func:`register_layers` adds our classes there, refusing to shadow a stock name. It is an explicit call (the detection
@@ -23,10 +24,12 @@ PLUGIN_LAYER_NAMES = frozenset(cls.__name__ for cls in PLUGIN_LAYERS)
 
 
 def head_layers() -> tuple:
-    """Our detection heads (they import Ultralytics): ``YOLOXDetect``, RVT's YOLOX head."""
+    """Our detection heads and blocks (they import Ultralytics): ``YOLOXDetect``, RVT's YOLOX head, and
+    :data:`yolo_etram.nn.blocks.BLOCKS`."""
+    from yolo_etram.nn.blocks import BLOCKS
     from yolo_etram.nn.yolox_head import YOLOXDetect
 
-    return (YOLOXDetect,)
+    return (YOLOXDetect, *BLOCKS)
 
 
 def register_layers() -> None:

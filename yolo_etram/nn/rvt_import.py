@@ -7,7 +7,10 @@ RVT's ``BaseConv`` and Ultralytics' ``Conv`` share their inner names (``conv``, 
 BatchNorms use PyTorch's eps 1e-5 (Ultralytics sets 1e-3), so imported neck BNs get RVT's eps. RVT's YOLOX head
 (``mdl.yolox_head.*``) loads into a last row of type :class:`~yolo_etram.nn.yolox_head.YOLOXDetect`
 (``rvt-*-yolox.yaml``),
-whose module names are RVT's; a ``Detect`` head has no counterpart, and the head is reported as not loaded.
+whose module names are RVT's; a ``Detect`` head has no counterpart, and the head is reported as not loaded. A YAML
+key ``rvt_head_levels`` places RVT's three head levels (strides 8, 16, 32) in a head with more
+(``rvt-*-yolox-4scale.yaml``: levels 1-3, after the new stride-4 level 0). Every tensor outside the backbone that the
+checkpoint does not fill is listed in the report as starting fresh.
 
 :func:`import_rvt` (``etram-yolo import-rvt``) writes an imported model as an ordinary checkpoint of ours, which
 ``yolo val/predict/export`` and ``EventYOLO`` load like a trained one.
@@ -43,6 +46,7 @@ class RVTImportReport:
     head: int = 0
     not_loaded: list[str] = field(default_factory=list)  # RVT keys with no place in this model
     missing: list[str] = field(default_factory=list)  # our neck/head keys the checkpoint did not provide
+    fresh: list[str] = field(default_factory=list)  # our modules (rows, head levels) that keep their initial weights
     from_config: str = ""  # what the checkpoint's configuration set (import_rvt)
 
     def __str__(self) -> str:
@@ -55,6 +59,8 @@ class RVTImportReport:
             s += f"; {len(other)} other tensors not loaded: {', '.join(other[:8])}{' ...' if len(other) > 8 else ''}"
         if self.missing:
             s += f"; {len(self.missing)} tensors missing from the checkpoint: {', '.join(self.missing[:8])}"
+        if self.fresh:
+            s += f"; starting fresh: {', '.join(self.fresh)}"
         if self.from_config:
             s += f"; from the checkpoint's configuration: {self.from_config}"
         return s
@@ -77,9 +83,51 @@ def rvt_pafpn_state_dict(sd: dict, rows: dict[str, int]) -> dict[str, torch.Tens
     return out
 
 
-def rvt_head_state_dict(sd: dict, row: int) -> dict[str, torch.Tensor]:
-    """RVT ``yolox_head.*`` tensors renamed to ``model.<row>.*`` keys of a ``YOLOXDetect`` (same inner names)."""
-    return {f"model.{row}.{k[len('yolox_head.') :]}": v for k, v in sd.items() if k.startswith("yolox_head.")}
+_HEAD_LEVEL = re.compile(r"^(stems|cls_convs|reg_convs|cls_preds|reg_preds|obj_preds)\.(\d+)\.")
+
+
+def rvt_head_state_dict(sd: dict, row: int, levels: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """RVT ``yolox_head.*`` tensors renamed to ``model.<row>.*`` keys of a ``YOLOXDetect`` (same inner names); RVT's
+    head level ``k`` goes to level ``levels[k]`` (default: the same level)."""
+    out = {}
+    for k, v in sd.items():
+        if not k.startswith("yolox_head."):
+            continue
+        rest = k[len("yolox_head.") :]
+        if levels is not None:
+            m = _HEAD_LEVEL.match(rest)
+            if m and int(m[2]) >= len(levels):
+                raise RuntimeError(f"RVT head level {m[2]} has no place in rvt_head_levels {list(levels)}")
+            rest = _HEAD_LEVEL.sub(lambda m: f"{m[1]}.{levels[int(m[2])]}.", rest) if m else rest
+        out[f"model.{row}.{rest}"] = v
+    return out
+
+
+def fresh_modules(model: nn.Module, loaded: set[str]) -> list[str]:
+    """What outside the backbone keeps its initial weights: runs of rows (``rows 19-22``) and head levels
+    (``row 23 level 0``), each with its tensor count."""
+    rows, levels = {}, {}
+    for k in model.state_dict():
+        if k in loaded or k.startswith("model.0."):
+            continue
+        parts = k.split(".")
+        m = _HEAD_LEVEL.match(".".join(parts[2:]) + ".")
+        if m:
+            key = f"row {parts[1]} level {m[2]}"
+            levels[key] = levels.get(key, 0) + 1
+        else:
+            rows[int(parts[1])] = rows.get(int(parts[1]), 0) + 1
+    empty = {i for i, m in enumerate(model.model) if not m.state_dict()}  # Upsample, Concat: bridge a run
+    runs, out = [], []
+    for r in sorted(rows):
+        if runs and all(x in empty for x in range(runs[-1][1] + 1, r)):
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    for a, b in runs:
+        n = sum(rows[r] for r in rows if a <= r <= b)
+        out.append(f"row {a} ({n} tensors)" if a == b else f"rows {a}-{b} ({n} tensors)")
+    return out + [f"{name} ({n} tensors)" for name, n in levels.items()]
 
 
 def load_rvt_checkpoint(
@@ -106,7 +154,8 @@ def load_rvt_checkpoint(
     from yolo_etram.nn.yolox_head import YOLOXDetect
 
     head_row = len(model.model) - 1 if isinstance(model.model[-1], YOLOXDetect) else None
-    head = rvt_head_state_dict(sd, head_row) if head_row is not None else {}
+    levels = (getattr(model, "yaml", None) or {}).get("rvt_head_levels")
+    head = rvt_head_state_dict(sd, head_row, levels) if head_row is not None else {}
     own = model.state_dict()
     for part, found in (("PAFPN", neck), ("YOLOX head", head)):
         bad = [
@@ -127,11 +176,20 @@ def load_rvt_checkpoint(
     used_rows = [*rows.values(), *([head_row] if head_row is not None else [])]
     prefixes = {f"model.{r}." for r in used_rows}
     report.missing = [k for k in own if any(k.startswith(p) for p in prefixes) and k not in neck and k not in head]
+    if levels is not None:  # the head's extra levels are new by design, not missing
+        report.missing = [k for k in report.missing if not _is_level(k, head_row, set(levels))]
+    report.fresh = fresh_modules(model, {*neck, *head})
     for r in used_rows:
         set_batchnorm(model.model[r])  # RVT's (PyTorch default) BatchNorm settings
     used = {f"fpn.{n}." for n in rows} | ({"yolox_head."} if head_row is not None else set())
     report.not_loaded = [k for k in sd if not k.startswith("backbone.") and not any(k.startswith(p) for p in used)]
     return report
+
+
+def _is_level(key: str, row: int | None, levels: set[int]) -> bool:
+    """True for a head tensor of ``row`` on a level outside ``levels``."""
+    m = _HEAD_LEVEL.match(key[len(f"model.{row}.") :] + ".") if key.startswith(f"model.{row}.") else None
+    return bool(m) and int(m[2]) not in levels
 
 
 # ---------------------------------------------------------------------------------------------------------------------

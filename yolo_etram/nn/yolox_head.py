@@ -16,8 +16,9 @@ RVT's (one class per box, the argmax of sigmoid(cls)), and ``score`` chooses wha
   NMS then ranks by ``cls`` instead of ``obj * cls``, the one step that differs from RVT.
 
 Registering: ``parse_model`` gives Detect-like heads their input channels through an identity test
-(``m in frozenset({Detect, ...})``), which a subclass does not pass; the metaclass makes the class compare equal to
-``Detect`` there, so the YAML row is parsed like a ``Detect`` row (args ``[nc, hidden, score]`` + channels).
+(``m in frozenset({Detect, ...})``), which a subclass does not pass; the metaclass (:func:`parsed_as`) makes the class
+compare equal to ``Detect`` there, so the YAML row is parsed like a ``Detect`` row (args ``[nc, hidden, score]`` +
+channels).
 
 Usage:
     >>> head = YOLOXDetect(nc=3, ch=(64, 128, 256))  # hidden = 256 * ch[-1] / 1024 = 64, as RVT
@@ -33,19 +34,11 @@ import torch.nn as nn
 from ultralytics.nn.modules import Conv, Detect
 from ultralytics.utils.tal import make_anchors
 
+from yolo_etram.nn.blocks.parsed_as import parsed_as
+
 __all__ = ["YOLOXDetect", "decode_boxes", "rvt_postprocess", "SCORES"]
 
 SCORES = ("obj_cls", "cls")
-
-
-class _ParsedAsDetect(type(nn.Module)):
-    """Metaclass: equal to ``Detect`` in parse_model's set tests, so a YAML row gets Detect's arguments."""
-
-    def __eq__(cls, other):
-        return cls is other or other is Detect
-
-    def __hash__(cls):
-        return hash(Detect)
 
 
 def decode_boxes(raw: torch.Tensor, anchors: torch.Tensor, strides: torch.Tensor) -> torch.Tensor:
@@ -54,7 +47,7 @@ def decode_boxes(raw: torch.Tensor, anchors: torch.Tensor, strides: torch.Tensor
     return torch.cat(((raw[:, :2] + anchors) * strides, raw[:, 2:4].exp() * strides), 1)
 
 
-class YOLOXDetect(Detect, metaclass=_ParsedAsDetect):
+class YOLOXDetect(Detect, metaclass=parsed_as(Detect)):
     """RVT's decoupled YOLOX head (anchor-free, objectness) with Ultralytics' Detect interface.
 
     Args:

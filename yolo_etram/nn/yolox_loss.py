@@ -7,6 +7,11 @@ Then, over the whole batch, each loss summed and divided by the number of positi
 ``5 · (1 - IoU²)`` on positives, BCE objectness on every anchor (target: positive), BCE class on positives (target:
 one-hot × IoU of the prediction with its GT). No L1 loss (RVT never switches it on).
 
+With ``size_aware`` (``{a, tau}``, :mod:`yolo_etram.nn.size_aware_loss`) every ground-truth box weighs
+``1 + a * exp(-area / tau)`` (times its size bucket's weight in v2), normalised to mean 1 over the batch's boxes,
+and each positive anchor's IoU, objectness and class terms are multiplied by its box's weight (negative anchors keep
+weight 1; the divisor stays the number of positives). A batch of equal-size boxes gives RVT's loss exactly.
+
 Usage:
     >>> criterion = YOLOXLoss(model)  # model.model[-1] is a YOLOXDetect
     >>> loss, items = criterion(model(batch["img"]), batch)  # loss: (iou, obj, cls) x batch size
@@ -19,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.utils.tal import make_anchors
 
+from yolo_etram.nn.size_aware_loss import box_weights, size_config
 from yolo_etram.nn.yolox_head import decode_boxes
 
 __all__ = ["YOLOXLoss", "iou_cxcywh", "simota_assign"]
@@ -97,7 +103,7 @@ class YOLOXLoss:
     ``cls``, ``bboxes`` (normalised ``x, y, w, h`` of the input image).
 
     Example:
-        >>> criterion = YOLOXLoss(model)
+        >>> criterion = YOLOXLoss(model)  # size-aware: YOLOXLoss(model, size_aware={"a": 1.0, "tau": 256})
         >>> loss, items = criterion.loss(criterion.parse_output(model(img)), batch)
         >>> items  # {'iou_loss': ..., 'obj_loss': ..., 'cls_loss': ...}
     """
@@ -107,11 +113,12 @@ class YOLOXLoss:
     center_radius = 1.5
     topk = 10
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, size_aware: dict | bool | None = None):
         head = model.model[-1]
         self.nc = head.nc
         self.stride = head.stride
         self.bce = nn.BCEWithLogitsLoss(reduction="none")
+        self.size_aware = size_config(size_aware)
 
     @staticmethod
     def parse_output(preds) -> dict:
@@ -136,9 +143,14 @@ class YOLOXLoss:
         gt_cls = batch["cls"].to(device).view(-1)
         gt_box = batch["bboxes"].to(device).float().view(-1, 4) * torch.tensor([w, h, w, h], device=device)
         centers = (anchors + 0.5) * strides
+        box_w = (
+            box_weights(gt_box[:, 2] * gt_box[:, 3], self.size_aware)
+            if self.size_aware
+            else torch.ones_like(gt_cls, dtype=torch.float32)
+        )
 
         fg = torch.zeros(n, boxes.shape[1], dtype=torch.bool, device=device)
-        reg_targets, cls_targets = [], []
+        reg_targets, cls_targets, pos_w = [], [], []
         for i in range(n):
             sel = idx == i
             if not sel.any():
@@ -156,11 +168,17 @@ class YOLOXLoss:
             )
             reg_targets.append(gt_box[sel][gt_index])
             cls_targets.append(F.one_hot(gt_cls[sel][gt_index].long(), self.nc).float() * iou.unsqueeze(-1))
+            pos_w.append(box_w[sel][gt_index])
         num_fg = max(int(fg.sum()), 1)
         reg_t = torch.cat(reg_targets) if reg_targets else boxes.new_zeros(0, 4)
         cls_t = torch.cat(cls_targets) if cls_targets else boxes.new_zeros(0, self.nc)
-        loss_iou = (1.0 - iou_cxcywh(boxes[fg], reg_t, pairwise=False) ** 2).sum() / num_fg
-        loss_obj = self.bce(obj.reshape(-1, 1), fg.reshape(-1, 1).float()).sum() / num_fg
-        loss_cls = self.bce(cls[fg], cls_t).sum() / num_fg
+        loss_iou = 1.0 - iou_cxcywh(boxes[fg], reg_t, pairwise=False) ** 2
+        loss_obj = self.bce(obj.reshape(-1, 1), fg.reshape(-1, 1).float())
+        loss_cls = self.bce(cls[fg], cls_t).sum(-1)
+        if self.size_aware and pos_w:  # a positive anchor's terms weigh as its ground-truth box
+            w, w_obj = torch.cat(pos_w), torch.ones_like(fg, dtype=torch.float32)
+            w_obj[fg] = w
+            loss_iou, loss_cls, loss_obj = loss_iou * w, loss_cls * w, loss_obj * w_obj.reshape(-1, 1)
+        loss_iou, loss_obj, loss_cls = (t.sum() / num_fg for t in (loss_iou, loss_obj, loss_cls))
         loss = torch.stack((self.iou_weight * loss_iou, loss_obj, loss_cls))
         return loss * n, dict(zip(self.loss_names, loss.detach()))
