@@ -53,8 +53,8 @@ def parse_args(argv=None):
     ap.add_argument(
         "--models",
         default="recurrent,reset,yolov8n",
-        help="comma-separated runs: recurrent, reset, yolov8n; recurrent_more, reset_more (as many more epochs "
-        "from the weights of recurrent / reset)",
+        help="comma-separated runs: recurrent, reset, yolov8n, temporal (rvt-t-ta.yaml); recurrent_more, "
+        "reset_more (as many more epochs from the weights of recurrent / reset)",
     )
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
@@ -117,6 +117,7 @@ def run_one(key: str, data: Path, out: Path, s: dict, epochs: int, seed: int) ->
 
     model_yaml, data_yaml, batch = {
         "recurrent": ("rvt-t.yaml", data, s["batch"]),
+        "temporal": ("rvt-t-ta.yaml", data, s["batch"]),  # rvt-t with temporal attention over the last 4 windows
         "reset": ("rvt-t.yaml", variant_yaml(data, out, memory=False), s["batch"]),
         # one window per sample: as many windows per optimizer step as the recurrent runs' B x T
         "yolov8n": ("yolov8n.yaml", data, s["batch"] * s["seq_len"]),

@@ -21,7 +21,8 @@ from .rvt_checkpoint import (
     read_rvt_state_dict,
     strip_lightning_prefix,
 )
-from .state import LstmStates, RecurrentStateMixin, stateful_layers
+from .state import LstmStates, RecurrentStateMixin, StateShape, pair_shapes, stateful_layers
+from .temporal_attention import TemporalAttention, TemporalAttentionCfg
 
 __all__ = [
     "ConvDownsample",
@@ -29,6 +30,10 @@ __all__ = [
     "MaxViTAttentionPair",
     "LstmState",
     "LstmStates",
+    "StateShape",
+    "pair_shapes",
+    "TemporalAttention",
+    "TemporalAttentionCfg",
     "RecurrentStateMixin",
     "stateful_layers",
     "RecurrentMaxViT",

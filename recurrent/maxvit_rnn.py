@@ -16,7 +16,8 @@ from einops import rearrange
 from timm.layers import to_2tuple
 
 from .layers import ConvDownsample, ConvLSTMCell, LstmState, MaxViTAttentionPair
-from .state import LstmStates, RecurrentStateMixin
+from .state import LstmStates, RecurrentStateMixin, StateShape
+from .temporal_attention import TemporalAttention, TemporalAttentionCfg, build_temporal_attention
 
 __all__ = [
     "RecurrentMaxViTCfg",
@@ -43,6 +44,7 @@ class RecurrentMaxViTCfg:
     drop_path: float = 0.0
     lstm_kernel: int = 1  # 1: RVT's 1x1 ConvLSTM; 3: adds RVT's depthwise 3x3 conv on h (dws_conv)
     stem_stride: int = 4
+    temporal_attention: TemporalAttentionCfg | None = None  # not in RVT: attention over the last K windows
 
 
 RVT_CFGS = {
@@ -53,9 +55,10 @@ RVT_CFGS = {
 
 
 class RecurrentMaxViTStage(nn.Module):
-    """One stage: ``ConvDownsample`` -> ``num_blocks`` MaxViT pairs -> ``ConvLSTMCell``.
+    """One stage: ``ConvDownsample`` -> ``num_blocks`` MaxViT pairs -> ``ConvLSTMCell`` [-> ``TemporalAttention``].
 
-    Downsampling and attention run on all ``B * T`` frames at once; only the LSTM recurrence loops over T.
+    Downsampling and attention run on all ``B * T`` frames at once; only the LSTM recurrence (and the temporal
+    attention's memory) loops over T. Its state is a list of ``(h, c)`` pairs: the LSTM's, then the memory's.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class RecurrentMaxViTStage(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
         lstm_kernel: int = 1,
+        temporal_attention: TemporalAttention | None = None,
     ) -> None:
         super().__init__()
         self.downsample = ConvDownsample(in_channels, dim, downsample_factor)
@@ -86,6 +90,26 @@ class RecurrentMaxViTStage(nn.Module):
             ]
         )
         self.lstm = ConvLSTMCell(dim, kernel_size=lstm_kernel)
+        # None is a plain attribute, not an empty module slot (torch's load_state_dict would swallow a checkpoint's
+        # temporal_attention.* keys into an empty slot instead of reporting them)
+        self.temporal_attention = temporal_attention
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "temporal_attention" not in self._modules:  # stages pickled before temporal attention existed
+            self.__dict__.setdefault("temporal_attention", None)
+
+    @property
+    def num_states(self) -> int:
+        """How many ``(h, c)`` pairs this stage carries: the LSTM's, and the temporal attention's memory."""
+        return 1 if self.temporal_attention is None else 2
+
+    def state_shapes(self, batch_size: int, height: int, width: int) -> list[StateShape]:
+        """Per pair, the shape of h and c (one shape) or of h and of c (a pair), for a stage map ``height x width``."""
+        shapes: list[StateShape] = [(batch_size, self.lstm.dim, height, width)]
+        if self.temporal_attention is not None:
+            shapes.append(self.temporal_attention.state_shapes(batch_size, height, width))
+        return shapes
 
     def set_partition_size(self, partition_size: tuple[int, int]) -> None:
         for block in self.blocks:
@@ -95,12 +119,20 @@ class RecurrentMaxViTStage(nn.Module):
         self,
         x: torch.Tensor,
         batch_size: int,
-        state: LstmState | None = None,
-    ) -> tuple[torch.Tensor, LstmState]:
-        """``x``: ``(B * T, C_in, H, W)`` frames ordered ``b * T + t``. Returns ``(B * T, C, H', W')`` and (h, c)."""
+        states: Sequence[LstmState | None] | None = None,
+    ) -> tuple[torch.Tensor, LstmStates]:
+        """``x``: ``(B * T, C_in, H, W)`` frames ordered ``b * T + t``; ``states``: :attr:`num_states` pairs (None:
+        zeros). Returns ``(B * T, C, H', W')`` and the pairs after the last step."""
+        states = list(states) if states is not None else [None] * self.num_states
         x = self.blocks(self.downsample(x))  # channels-last frames
-        hidden, state = self.lstm.forward_sequence(rearrange(x, "(b t) h w c -> b t c h w", b=batch_size), state)
-        return rearrange(hidden, "b t c h w -> (b t) c h w").to(x.dtype), state
+        hidden, lstm_state = self.lstm.forward_sequence(
+            rearrange(x, "(b t) h w c -> b t c h w", b=batch_size), states[0]
+        )
+        new_states = [lstm_state]
+        if self.temporal_attention is not None:
+            hidden, memory = self.temporal_attention.forward_sequence(hidden, states[1])
+            new_states.append(memory)
+        return rearrange(hidden, "b t c h w -> (b t) c h w").to(x.dtype), new_states
 
 
 class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
@@ -136,8 +168,10 @@ class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
         drop_path: float = 0.0,
         lstm_kernel: int = 1,
         stem_stride: int = 4,
+        temporal_attention: TemporalAttentionCfg | dict | None = None,
     ) -> None:
         super().__init__()
+        temporal_attention = TemporalAttentionCfg.parse(temporal_attention)
         if len(dim_multiplier) != len(num_blocks):
             raise ValueError(f"dim_multiplier {dim_multiplier} and num_blocks {num_blocks} differ in length")
         self.cfg = RecurrentMaxViTCfg(
@@ -151,6 +185,7 @@ class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
             drop_path=drop_path,
             lstm_kernel=lstm_kernel,
             stem_stride=stem_stride,
+            temporal_attention=temporal_attention,
         )
         self.out_channels: list[int] = [embed_dim * m for m in dim_multiplier]
         self.strides: list[int] = [stem_stride * 2**i for i in range(len(self.out_channels))]
@@ -158,7 +193,8 @@ class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
 
         stages = []
         stage_in = in_channels
-        for i, (dim, depth) in enumerate(zip(self.out_channels, num_blocks)):
+        attention = build_temporal_attention(temporal_attention, self.out_channels, dim_head)
+        for i, (dim, depth, temporal) in enumerate(zip(self.out_channels, num_blocks, attention)):
             stages.append(
                 RecurrentMaxViTStage(
                     stage_in,
@@ -170,6 +206,7 @@ class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
                     mlp_ratio=mlp_ratio,
                     drop_path=drop_path,
                     lstm_kernel=lstm_kernel,
+                    temporal_attention=temporal,
                 )
             )
             stage_in = dim
@@ -213,9 +250,19 @@ class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
                 f"zero-pad bottom/right to {fit_h}x{fit_w}"
             )
 
-    def state_shapes(self, batch_size: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
-        """Shape of each stage's h (and c) for a ``batch_size x height x width`` input."""
-        return [(batch_size, c, height // s, width // s) for c, s in zip(self.out_channels, self.strides)]
+    def state_shapes(self, batch_size: int, height: int, width: int) -> list[StateShape]:
+        """The shape of every state pair for a ``batch_size x height x width`` input, stage by stage: the LSTM's h
+        (and c), then, on a stage with temporal attention, its memory's h and c shapes."""
+        return [
+            shape
+            for stage, s in zip(self.stages, self.strides)
+            for shape in stage.state_shapes(batch_size, height // s, width // s)
+        ]
+
+    @property
+    def num_states(self) -> int:
+        """The number of ``(h, c)`` pairs: one per stage, plus one per stage with temporal attention."""
+        return sum(stage.num_states for stage in self.stages)
 
     @staticmethod
     def _split_time(x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -235,17 +282,18 @@ class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
 
         Args:
             x: ``(N, C, H, W)`` (one step) or ``(B, T, C, H, W)``.
-            states: per-stage ``(h, c)`` tuples of shape ``(B, C_s, H_s, W_s)``, or None for zeros.
+            states: the :attr:`num_states` ``(h, c)`` pairs in :meth:`state_shapes` order (per stage the LSTM's
+                ``(B, C_s, H_s, W_s)``, then a temporal attention's memory), or None for zeros.
 
         Returns:
-            The 4 stage maps ``(B * T, C_s, H_s, W_s)`` and the per-stage ``(h, c)`` after the last step.
+            The 4 stage maps ``(B * T, C_s, H_s, W_s)`` and the state pairs after the last step.
         """
         frames, batch_size = self._split_time(x)
         self.check_input_size(frames.shape[-2], frames.shape[-1])
         if states is None:
-            states = [None] * self.num_stages
-        elif len(states) != self.num_stages:
-            raise ValueError(f"RecurrentMaxViT: expected {self.num_stages} stage states, got {len(states)}")
+            states = [None] * self.num_states
+        elif len(states) != self.num_states:
+            raise ValueError(f"RecurrentMaxViT: expected {self.num_states} state pairs, got {len(states)}")
 
         steps = frames.shape[0] // batch_size
         if steps == 1 or not self._steps_one_by_one(frames):
@@ -271,11 +319,12 @@ class RecurrentMaxViT(RecurrentStateMixin, nn.Module):
     def _run_stages(
         self, frames: torch.Tensor, batch_size: int, states: Sequence[LstmState | None]
     ) -> tuple[list[torch.Tensor], LstmStates]:
-        features, new_states = [], []
-        for stage, state in zip(self.stages, states):
-            frames, state = stage(frames, batch_size, state)
+        features, new_states, states = [], [], list(states)
+        for stage in self.stages:
+            frames, stage_states = stage(frames, batch_size, states[: stage.num_states])
+            del states[: stage.num_states]
             features.append(frames)
-            new_states.append(state)
+            new_states += stage_states
         return features, new_states
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -52,6 +52,10 @@ _KEY_RULES: tuple[tuple[str, str], ...] = (
 
 StateDict = dict[str, torch.Tensor]
 
+NOT_IN_RVT = re.compile(r"\.temporal_attention\.")
+"""Backbone tensors of layers that RVT does not have: a checkpoint never holds them, they start fresh (a fresh temporal
+attention is an exact no-op: its LayerScale starts at 0)."""
+
 
 @dataclass
 class LoadReport:
@@ -59,6 +63,7 @@ class LoadReport:
 
     loaded: list[str] = field(default_factory=list)
     missing_keys: list[str] = field(default_factory=list)
+    fresh_keys: list[str] = field(default_factory=list)  # layers RVT does not have (temporal attention): new by design
     unexpected_keys: list[str] = field(default_factory=list)
     shape_mismatches: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(
         default_factory=list
@@ -72,6 +77,8 @@ class LoadReport:
         lines = [f"loaded {len(self.loaded)} tensors"]
         if self.missing_keys:
             lines.append(f"missing ({len(self.missing_keys)}): {', '.join(self.missing_keys)}")
+        if self.fresh_keys:
+            lines.append(f"starting fresh (not in RVT): {len(self.fresh_keys)} temporal-attention tensors")
         if self.unexpected_keys:
             lines.append(f"unexpected ({len(self.unexpected_keys)}): {', '.join(self.unexpected_keys)}")
         for name, ckpt_shape, model_shape in self.shape_mismatches:
@@ -198,7 +205,8 @@ def load_rvt_backbone(
     own = model.state_dict()
 
     report = LoadReport()
-    report.missing_keys = [k for k in own if k not in converted]
+    report.fresh_keys = [k for k in own if k not in converted and NOT_IN_RVT.search(k)]
+    report.missing_keys = [k for k in own if k not in converted and not NOT_IN_RVT.search(k)]
     report.unexpected_keys = [k for k in converted if k not in own]
     to_load = {}
     for name, tensor in converted.items():

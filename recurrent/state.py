@@ -11,6 +11,9 @@ A stateful layer keeps one ``(h, c)`` pair per stage as a *plain attribute*: not
 * ``__getstate__`` drops the state, so ``copy.deepcopy`` (EMA), ``pickle`` and ``torch.save(module)`` never
   carry it and a copy starts with its own, empty state.
 * The state is at least float32, also under autocast.
+
+A layer describes its state with ``state_shapes(batch, height, width)``: one entry per ``(h, c)`` pair, either one
+shape shared by h and c (an LSTM's) or a pair of shapes (a temporal attention's memory and its validity).
 """
 
 from __future__ import annotations
@@ -20,10 +23,19 @@ from typing import Any
 
 import torch
 
-__all__ = ["RecurrentStateMixin", "LstmStates", "stateful_layers"]
+__all__ = ["RecurrentStateMixin", "LstmStates", "StateShape", "pair_shapes", "stateful_layers"]
 
 LstmStates = list[tuple[torch.Tensor, torch.Tensor]]
+StateShape = tuple[int, ...] | tuple[tuple[int, ...], tuple[int, ...]]
 ResetMask = torch.Tensor | Sequence[bool]
+
+
+def pair_shapes(shape: StateShape) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The shapes of h and of c of one ``state_shapes`` entry (a shape shared by both, or a pair of shapes)."""
+    if len(shape) == 2 and all(isinstance(s, (tuple, list)) for s in shape):
+        return tuple(int(d) for d in shape[0]), tuple(int(d) for d in shape[1])
+    shape = tuple(int(d) for d in shape)
+    return shape, shape
 
 
 class RecurrentStateMixin:
@@ -84,19 +96,17 @@ class RecurrentStateMixin:
 
     def _matching_states(
         self,
-        state_shapes: Sequence[tuple[int, ...]],
+        state_shapes: Sequence[StateShape],
         device: torch.device,
         input_dtype: torch.dtype,
     ) -> LstmStates | None:
-        """The stored state if it fits an input (expected per-stage h/c shapes, device, dtype), else reset to None."""
+        """The stored state if it fits an input (expected h/c shapes per pair, device, dtype), else reset to None."""
         states = self._recurrent_states
         if states is None:
             return None
         fits = (
             len(states) == len(state_shapes)
-            and all(
-                tuple(h.shape) == tuple(s) and tuple(c.shape) == tuple(s) for (h, c), s in zip(states, state_shapes)
-            )
+            and all((tuple(h.shape), tuple(c.shape)) == pair_shapes(s) for (h, c), s in zip(states, state_shapes))
             and all(h.device == device and c.device == device for h, c in states)
             and self._recurrent_input_dtype in (None, input_dtype)
         )

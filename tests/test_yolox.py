@@ -514,3 +514,26 @@ def test_4scale_import_predicts_rvts_levels_exactly(rvt_sd):
         from yolo_etram.nn.rvt_import import rvt_head_state_dict
 
         rvt_head_state_dict({k[len("mdl.") :]: v for k, v in rvt_sd.items()}, 23, [1, 2])
+
+
+def test_rvt_import_into_a_backbone_with_temporal_attention_predicts_as_rvt(rvt_sd):
+    """RVT has no temporal attention: importing into rvt-t-yolox with ``temporal_attention`` loads every RVT tensor,
+    names the attention's tensors as starting fresh (not missing), and, LayerScale being 0, predicts exactly as the
+    plain import over a clip of windows (the memory fills, and still changes nothing)."""
+    plain = EventDetectionModel("rvt-t-yolox.yaml", verbose=False)
+    yaml = {**plain.yaml, "temporal_attention": {"memory": 2, "stages": [1, 3]}}
+    ta = EventDetectionModel(yaml, verbose=False)
+    report = load_rvt_checkpoint(ta, rvt_sd)
+    load_rvt_checkpoint(plain, rvt_sd)
+    assert (report.backbone, report.neck, report.head) == (124, 144, 108) and not report.missing
+    assert report.fresh == ["row 0 temporal attention (20 tensors)"], report.fresh
+    for m in (ta, plain):
+        m.backbone.set_partition_size(PARTITION)
+        m.eval()
+    with torch.no_grad():
+        for t in range(4):
+            x = events(1, seed=10 + t)
+            a, b = ta(x)[1], plain(x)[1]
+            for k in ("boxes", "obj", "scores"):
+                assert torch.equal(a[k], b[k]), (t, k)
+    assert len(ta.backbone.states) == 6 and len(plain.backbone.states) == 4

@@ -13,6 +13,7 @@ Usage:
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from ultralytics.utils.torch_utils import initialize_weights, unwrap_model
 from recurrent import stateful_layers
 from yolo_etram.data.build import boxes_on_frames
 from yolo_etram.nn.batchnorm import set_batchnorm
-from yolo_etram.nn.registry import PLUGIN_LAYER_NAMES, register_layers
+from yolo_etram.nn.registry import PLUGIN_LAYER_NAMES, PLUGIN_LAYERS, register_layers
 from yolo_etram.utils.paths import find_cfg
 from yolo_etram.utils.sizes import round_up
 
@@ -233,13 +234,36 @@ def trained_input_size(model) -> list[int]:
     return list(round_up([int(v) for v in hw], getattr(model, "input_multiple", (32, 32))))
 
 
+BACKBONE_YAML_KEYS = ("temporal_attention",)
+"""Top-level model YAML keys that are keyword arguments of the recurrent backbone (its row's arguments are positional,
+as Ultralytics passes them)."""
+
+
 def _with_backbone_channels(cfg: dict, ch: int) -> dict:
-    """Set the input channels of a recurrent backbone row (its first argument) to ``ch``, so the data decides them."""
+    """Set the input channels of a recurrent backbone row (its first argument) to ``ch``, so the data decides them, and
+    hand it the YAML's :data:`BACKBONE_YAML_KEYS` (``temporal_attention: {memory: 4, stages: [1, 2]}``)."""
     rows = [list(r) for r in cfg["backbone"]]
+    extra = {k: cfg[k] for k in BACKBONE_YAML_KEYS if cfg.get(k) is not None}
     for r in rows:
         if r[2] in PLUGIN_LAYER_NAMES and r[3]:
-            r[3] = [ch, *r[3][1:]]
+            r[3] = _positional_args(r[2], [ch, *r[3][1:]], extra)
     return {**cfg, "backbone": rows}
+
+
+def _positional_args(name: str, args: list, extra: dict) -> list:
+    """``args`` followed by ``extra`` keyword arguments of layer ``name``, as one positional list (the defaults filled
+    in between)."""
+    if not extra:
+        return args
+    cls = next(c for c in PLUGIN_LAYERS if c.__name__ == name)
+    params = list(inspect.signature(cls).parameters.values())
+    bound = inspect.signature(cls).bind_partial(*args)
+    for key, value in extra.items():
+        if key not in (p.name for p in params):
+            raise ValueError(f"model YAML key '{key}': {name} takes no such argument")
+        bound.arguments[key] = value
+    last = max(i for i, p in enumerate(params) if p.name in bound.arguments)
+    return [bound.arguments.get(p.name, p.default) for p in params[: last + 1]]
 
 
 def find_event_model(model) -> EventDetectionModel | None:

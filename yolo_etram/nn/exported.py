@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from ultralytics.utils import LOGGER
 
-from recurrent import stateful_layers
+from recurrent import pair_shapes, stateful_layers
 from yolo_etram.integrations.ultralytics import OPENVINO_CPU_CONFIG, wrap_backend_calls
 from yolo_etram.utils.errors import EventDataError, UnsupportedOptionError
 
@@ -67,13 +67,14 @@ class StateSpec:
 def state_specs(model: nn.Module, batch: int, height: int, width: int) -> list[StateSpec]:
     """State I/O of ``model`` for a ``batch x height x width`` input: ``h_in_i, c_in_i`` per stage, all stateful layers.
 
-    Each stateful layer must provide ``state_shapes(batch, height, width)`` (one shape per stage, shared by h and c).
+    Each stateful layer must provide ``state_shapes(batch, height, width)``: per ``(h, c)`` pair one shape shared by h
+    and c, or a pair of shapes (see :func:`recurrent.state.pair_shapes`).
     """
     specs, i = [], 0
     for layer in stateful_layers(model):
         for shape in layer.state_shapes(batch, height, width):
-            shape = tuple(int(s) for s in shape)
-            specs += [StateSpec(f"h_in_{i}", f"h_out_{i}", shape), StateSpec(f"c_in_{i}", f"c_out_{i}", shape)]
+            h_shape, c_shape = pair_shapes(shape)
+            specs += [StateSpec(f"h_in_{i}", f"h_out_{i}", h_shape), StateSpec(f"c_in_{i}", f"c_out_{i}", c_shape)]
             i += 1
     return specs
 

@@ -144,11 +144,10 @@ def load_rvt_checkpoint(
         path_or_sd = read_lightning_checkpoint(path_or_sd, allow_unsafe_pickle).state_dict
     sd = strip_lightning_prefix(path_or_sd)
     report = RVTImportReport()
-    report.backbone = len(
-        load_rvt_backbone(
-            model.model[0], {f"backbone.{k[9:]}": v for k, v in sd.items() if k.startswith("backbone.")}, strict=True
-        ).loaded
+    backbone = load_rvt_backbone(
+        model.model[0], {f"backbone.{k[9:]}": v for k, v in sd.items() if k.startswith("backbone.")}, strict=True
     )
+    report.backbone = len(backbone.loaded)
     rows = dict((getattr(model, "yaml", None) or {}).get("rvt_pafpn") or {})
     neck = rvt_pafpn_state_dict(sd, rows)
     from yolo_etram.nn.yolox_head import YOLOXDetect
@@ -179,6 +178,8 @@ def load_rvt_checkpoint(
     if levels is not None:  # the head's extra levels are new by design, not missing
         report.missing = [k for k in report.missing if not _is_level(k, head_row, set(levels))]
     report.fresh = fresh_modules(model, {*neck, *head})
+    if backbone.fresh_keys:  # layers RVT does not have (temporal attention: an exact no-op until trained)
+        report.fresh.insert(0, f"row 0 temporal attention ({len(backbone.fresh_keys)} tensors)")
     for r in used_rows:
         set_batchnorm(model.model[r])  # RVT's (PyTorch default) BatchNorm settings
     used = {f"fpn.{n}." for n in rows} | ({"yolox_head."} if head_row is not None else set())
