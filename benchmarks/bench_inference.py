@@ -1,15 +1,18 @@
 """Per-window latency of prediction on CPU, each runtime in its own process: building the 50 ms histogram
-(representation), one PyTorch step with the state carried, and one step of the stateful export in ONNX Runtime, in
-OpenVINO fp32, and in OpenVINO INT8 (NNCF post-training quantization, calibrated on prepared windows with their carried
-states), for rvt-t/s/b at 384x640 (eTraM's input), on a synthetic 1280x720 recording halved to 640x360 like eTraM.
-A model keeps up with real time when representation + step take at most one window (50 ms).
+(representation), one PyTorch step with the state carried (float32, and bf16 autocast as ``quantize=16`` runs it), and
+one step of the stateful export in ONNX Runtime, in OpenVINO fp32, bf16 (``half=True``) and INT8 (NNCF post-training
+quantization, calibrated on prepared windows with their carried states), for rvt-t/s/b at 384x640 (eTraM's input), on
+a synthetic 1280x720 recording halved to 640x360 like eTraM. A model keeps up with real time when representation +
+step take at most one window (50 ms).
 
 Each (model, runtime) pair runs in a fresh process: an ONNX Runtime session's idle threads spin for a while after use
 and slowed a later PyTorch timing in the same process, and a deployment runs one runtime anyway. Weights are random
-(latency does not depend on them); the AP change of INT8 is measured on trained weights by ``yolo val`` (README).
+(latency does not depend on them); the AP change of bf16 and INT8 is measured on trained weights by
+``benchmarks/precision.py``.
 
     python benchmarks/bench_inference.py              # ~8 minutes on 2 cores
     python benchmarks/bench_inference.py --sizes t --runtimes pytorch,openvino,openvino_int8 --windows 20
+    python benchmarks/bench_inference.py --sizes t --runtimes pytorch,pytorch_bf16,openvino,openvino_bf16
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-RUNTIMES = ("pytorch", "onnx", "openvino", "openvino_int8")
+RUNTIMES = ("pytorch", "pytorch_bf16", "onnx", "openvino", "openvino_bf16", "openvino_int8")
+AB_RUNTIMES = ("openvino", "openvino_bf16", "openvino_int8")  # also timed together in one process
 HW = (384, 640)
 
 
@@ -67,31 +71,52 @@ def calibration_data(tmp: Path) -> Path:
     return make_synthetic_dataset(tmp / "calib", {"train": 0, "val": 1, "test": 0}, cfg, workers=1, progress=False)
 
 
+def make_step(model, runtime: str, frames: np.ndarray, tmp: Path):
+    """``(inputs, step)``: the windows in the form ``runtime`` takes and one stateful step of ``model`` in it."""
+    import torch
+
+    from yolo_etram.nn.exported import StatefulOnnxModel, StatefulOpenVINOModel
+    from yolo_etram.utils.precision import cpu_autocast, require_cpu_bf16
+
+    if runtime in ("pytorch", "pytorch_bf16"):
+        if runtime == "pytorch_bf16":
+            require_cpu_bf16("pytorch_bf16")
+        net = model.model.eval()
+
+        @torch.no_grad()
+        def step(x):
+            with cpu_autocast(runtime == "pytorch_bf16"):  # the head in float32, as quantize=16 predicts
+                return net(x)
+
+        return [torch.from_numpy(f) for f in frames], step
+    # each export in its own folder: fp32 and half=True share a name, and OpenVINO maps a compiled model's weight file
+    # (overwriting it under a loaded model ends the process with SIGBUS)
+    (tmp / runtime).mkdir(exist_ok=True)
+    os.chdir(tmp / runtime)
+    if runtime == "onnx":
+        return list(frames), StatefulOnnxModel(model.export(format="onnx", imgsz=HW, simplify=False))
+    if runtime == "openvino":
+        return list(frames), StatefulOpenVINOModel(model.export(format="openvino", imgsz=HW))
+    if runtime == "openvino_bf16":
+        return list(frames), StatefulOpenVINOModel(model.export(format="openvino", imgsz=HW, half=True))
+    if runtime == "openvino_int8":
+        f = model.export(format="openvino", imgsz=HW, quantize=8, data=str(calibration_data(tmp)))
+        return list(frames), StatefulOpenVINOModel(f)
+    raise SystemExit(f"unknown runtime {runtime}; known: {', '.join(RUNTIMES)}")
+
+
 def time_one(size: str, runtime: str, windows: int, tmp: Path) -> dict:
     """Median step of one model in one runtime, in this process."""
     import torch
 
     from yolo_etram import EventYOLO
-    from yolo_etram.nn.exported import StatefulOnnxModel, StatefulOpenVINOModel
 
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
     frames, rep_ms, n_events = event_windows(tmp)
     model = EventYOLO(f"rvt-{size}.yaml")
     os.chdir(tmp)  # exports are written next to the working directory
-    if runtime == "pytorch":
-        net = model.model.eval()
-        inputs = [torch.from_numpy(f) for f in frames]
-        step = torch.no_grad()(lambda x: net(x))
-    else:
-        if runtime == "onnx":
-            runner = StatefulOnnxModel(model.export(format="onnx", imgsz=HW, simplify=False))
-        elif runtime == "openvino":
-            runner = StatefulOpenVINOModel(model.export(format="openvino", imgsz=HW))
-        else:
-            f = model.export(format="openvino", imgsz=HW, quantize=8, data=str(calibration_data(tmp)))
-            runner = StatefulOpenVINOModel(f)
-        inputs, step = list(frames), runner
+    inputs, step = make_step(model, runtime, frames, tmp)
     for x in inputs[:3]:
         step(x)  # warm-up
     k = iter(range(10**9))
@@ -99,33 +124,27 @@ def time_one(size: str, runtime: str, windows: int, tmp: Path) -> dict:
     return {"model": f"rvt-{size}", "runtime": runtime, "step_ms": ms, "representation_ms": rep_ms, "events": n_events}
 
 
-def int8_ab(size: str, windows: int, tmp: Path, rounds: int = 4) -> dict:
-    """OpenVINO fp32 and INT8 of the same weights in one process, alternating rounds (the ratio that noise between
+def one_process_ab(size: str, runtimes: list[str], windows: int, tmp: Path, rounds: int = 4) -> dict:
+    """Several runtimes of the same weights in one process, in alternating rounds (the ratios that noise between
     processes cannot fake)."""
     import torch
 
     from yolo_etram import EventYOLO
-    from yolo_etram.nn.exported import StatefulOpenVINOModel
 
     torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count() or 1)
     frames, _, _ = event_windows(tmp)
     model = EventYOLO(f"rvt-{size}.yaml")
     os.chdir(tmp)
-    runners = {
-        "fp32": StatefulOpenVINOModel(model.export(format="openvino", imgsz=HW)),
-        "int8": StatefulOpenVINOModel(
-            model.export(format="openvino", imgsz=HW, quantize=8, data=str(calibration_data(tmp)))
-        ),
-    }
-    times = {k: [] for k in runners}
+    steps = {r: make_step(model, r, frames, tmp) for r in runtimes}
+    times = {r: [] for r in runtimes}
     k = iter(range(10**9))
     for _ in range(rounds):
-        for name, runner in runners.items():
-            for x in frames[:2]:
-                runner(x)
-            times[name].append(median_ms(lambda: runner(frames[next(k) % len(frames)]), windows // rounds + 1))  # noqa: B023
-    fp32, int8 = (float(np.median(times[n])) for n in ("fp32", "int8"))
-    return {"model": f"rvt-{size}", "ab_fp32_ms": fp32, "ab_int8_ms": int8}
+        for name, (inputs, step) in steps.items():
+            for x in inputs[:2]:
+                step(x)
+            times[name].append(median_ms(lambda: step(inputs[next(k) % len(inputs)]), windows // rounds + 1))  # noqa: B023
+    return {"model": f"rvt-{size}", **{f"ab_{r}_ms": float(np.median(v)) for r, v in times.items()}}
 
 
 def main() -> None:
@@ -138,8 +157,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         size, runtime, tmp = args.child
-        timing = int8_ab if runtime == "int8_ab" else lambda *a: time_one(*a[:1], runtime, *a[1:])
-        print(json.dumps(timing(size, args.windows, Path(tmp))))
+        if runtime.startswith("ab:"):
+            print(json.dumps(one_process_ab(size, runtime[3:].split("+"), args.windows, Path(tmp))))
+        else:
+            print(json.dumps(time_one(size, runtime, args.windows, Path(tmp))))
         return
 
     import onnxruntime as ort
@@ -168,16 +189,18 @@ def main() -> None:
                     f"rvt-{size} {runtime}: step {r['step_ms']:.0f} ms, with representation "
                     f"{r['representation_ms']:.2f} ms ({r['events'] / 1e3:.0f} k events per window): {verdict}"
                 )
-            if {"openvino", "openvino_int8"} <= set(args.runtimes.split(",")):
-                cmd = [sys.executable, __file__, "--windows", str(args.windows), "--child", size, "int8_ab", tmp]
-                done = subprocess.run(cmd, capture_output=True, text=True)
+            together = [r for r in AB_RUNTIMES if r in args.runtimes.split(",")]
+            if len(together) > 1:
+                cmd = [sys.executable, __file__, "--windows", str(args.windows), "--child", size]
+                done = subprocess.run([*cmd, "ab:" + "+".join(together), tmp], capture_output=True, text=True)
                 if done.returncode:
-                    sys.exit(f"rvt-{size} int8_ab failed:\n{(done.stdout + done.stderr)[-3000:]}")
+                    sys.exit(f"rvt-{size} one-process A/B failed:\n{(done.stdout + done.stderr)[-3000:]}")
                 r = json.loads(done.stdout.strip().splitlines()[-1])
                 rows[r["model"]].update(r)
+                base = r[f"ab_{together[0]}_ms"]
                 print(
-                    f"rvt-{size} OpenVINO in one process, alternating: fp32 {r['ab_fp32_ms']:.0f} ms, INT8 "
-                    f"{r['ab_int8_ms']:.0f} ms ({r['ab_fp32_ms'] / r['ab_int8_ms']:.2f}x)"
+                    f"rvt-{size} in one process, alternating: "
+                    + ", ".join(f"{t} {r[f'ab_{t}_ms']:.0f} ms ({base / r[f'ab_{t}_ms']:.2f}x)" for t in together)
                 )
     if args.json:
         Path(args.json).write_text(json.dumps(list(rows.values()), indent=1))

@@ -7,6 +7,7 @@ its own. Compare rows of one run only: the machine's load changes between runs.
 
     python benchmarks/bench_model.py                       # CPU (and CUDA when present); ~5 minutes on 2 cores
     python benchmarks/bench_model.py --models rvt-t --sizes 192x320 --devices cpu
+    python benchmarks/bench_model.py --models rvt-t --sizes 384x640 --precisions fp32,bf16   # bf16 autocast vs fp32
     python benchmarks/bench_model.py --models rvt-t --sizes 768x1280 --batch 2 --iters 2   # full resolution memory
 """
 
@@ -33,8 +34,11 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
-def measure(model_name: str, size: str, device: str, iters: int, seq_len: int, batch_size: int = 1) -> dict:
-    """Runs inside the child process."""
+def measure(
+    model_name: str, size: str, device: str, iters: int, seq_len: int, batch_size: int = 1, precisions=("fp32",)
+) -> list[dict]:
+    """Runs inside the child process: one row per precision (``fp32``; ``bf16``: under bf16 autocast, the head and
+    the loss in float32 as in training), timed in turns."""
     import torch
     from ultralytics.cfg import get_cfg
 
@@ -54,21 +58,30 @@ def measure(model_name: str, size: str, device: str, iters: int, seq_len: int, b
         set_partition(model, (6, 10))  # RVT's eTraM partition; 192x320, 384x640 and 768x1280 are multiples of it
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    def timed(fn, n):
-        out = []
+    def timed(fns: dict, n: int) -> dict:
+        """Median ms of each function, called in turns (fp32, bf16, fp32, ...) so that both see the same machine."""
+        out = {k: [] for k in fns}
         for i in range(n + 2):
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            if i >= 2:  # two warm-up calls
-                out.append((time.perf_counter() - t) * 1e3)
-        return statistics.median(out)
+            for k, fn in fns.items():
+                sync()
+                t = time.perf_counter()
+                fn()
+                sync()
+                if i >= 2:  # two warm-up calls
+                    out[k].append((time.perf_counter() - t) * 1e3)
+        return {k: statistics.median(v) for k, v in out.items()}
+
+    def under(precision: str, fn):
+        def run():
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                fn()
+
+        return run
 
     x = torch.rand(1, 20, h, w, device=device) * 4
     model.eval()
     with torch.inference_mode():
-        fwd_ms = timed(lambda: model(x), iters)
+        fwd_ms = timed({p: under(p, lambda: model(x)) for p in precisions}, iters)
     model.reset_states()
 
     clip = torch.rand(batch_size, seq_len, 20, h, w, device=device) * 4
@@ -89,21 +102,25 @@ def measure(model_name: str, size: str, device: str, iters: int, seq_len: int, b
         for p in params:
             p.grad = None
 
-    train_ms = timed(train_step, max(2, iters // 2)) / frames
+    train_ms = timed({p: under(p, train_step) for p in precisions}, max(2, iters // 2))
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mib()
-    return {
-        "model": model_name,
-        "size": size,
-        "device": device,
-        "forward_ms": round(fwd_ms, 2),
-        "forward_fps": round(1000 / fwd_ms, 1),
-        "train_ms_per_window": round(train_ms, 2),
-        "train_fps": round(1000 / train_ms, 1),
-        "seq_len": seq_len,
-        "batch": batch_size,
-        ("peak_gpu_mib" if device == "cuda" else "peak_rss_mib"): round(peak, 0),
-        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-    }
+    return [
+        {
+            "model": model_name,
+            "size": size,
+            "device": device,
+            "precision": p,
+            "forward_ms": round(fwd_ms[p], 2),
+            "forward_fps": round(1000 / fwd_ms[p], 1),
+            "train_ms_per_window": round(train_ms[p] / frames, 2),
+            "train_fps": round(1000 * frames / train_ms[p], 1),
+            "seq_len": seq_len,
+            "batch": batch_size,
+            ("peak_gpu_mib" if device == "cuda" else "peak_rss_mib"): round(peak, 0),  # of all precisions together
+            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+        }
+        for p in precisions
+    ]
 
 
 def main() -> int:
@@ -114,11 +131,18 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=6)
     ap.add_argument("--seq-len", type=int, default=5, help="windows per training clip (truncated BPTT length)")
     ap.add_argument("--batch", type=int, default=1, help="stream slots per training step (peak memory grows with it)")
+    ap.add_argument(
+        "--precisions",
+        default="fp32",
+        help="comma-separated: fp32, bf16 (bf16 autocast, as amp=True trains and quantize=16 predicts on a CPU with "
+        "bf16); several are timed in turns in one process, so their ratio is from one run",
+    )
     ap.add_argument("--json", default=None)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(measure(*args.child, args.iters, args.seq_len, args.batch)))
+        precisions = tuple(args.precisions.split(","))
+        print(json.dumps(measure(*args.child, args.iters, args.seq_len, args.batch, precisions)))
         return 0
 
     import platform
@@ -148,6 +172,8 @@ def main() -> int:
                         str(args.seq_len),
                         "--batch",
                         str(args.batch),
+                        "--precisions",
+                        args.precisions,
                     ],
                     capture_output=True,
                     text=True,
@@ -155,14 +181,14 @@ def main() -> int:
                 if out.returncode:
                     print(f"{name} {size} {device}: failed\n{out.stderr[-2000:]}")
                     continue
-                row = json.loads(out.stdout.strip().splitlines()[-1])
-                rows.append(row)
-                mem = row.get("peak_rss_mib", row.get("peak_gpu_mib"))
-                print(
-                    f"{name:8s} {size:8s} {device:4s}  forward {row['forward_ms']:7.1f} ms ({row['forward_fps']:6.1f} "
-                    f"fps)  train {row['train_ms_per_window']:7.1f} ms/window ({row['train_fps']:5.1f} fps)  "
-                    f"peak {'GPU' if device == 'cuda' else 'RSS'} {mem:.0f} MiB"
-                )
+                for row in json.loads(out.stdout.strip().splitlines()[-1]):
+                    rows.append(row)
+                    mem = row.get("peak_rss_mib", row.get("peak_gpu_mib"))
+                    print(
+                        f"{name:8s} {size:8s} {device:4s} {row['precision']:4s}  forward {row['forward_ms']:7.1f} ms "
+                        f"({row['forward_fps']:6.1f} fps)  train {row['train_ms_per_window']:7.1f} ms/window "
+                        f"({row['train_fps']:5.1f} fps)  peak {'GPU' if device == 'cuda' else 'RSS'} {mem:.0f} MiB"
+                    )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0

@@ -214,3 +214,47 @@ def test_ultralytics_predict_options_on_event_windows(tmp_path):
     assert len(crops) == 36  # crops of the rendered event frame
     with pytest.raises(ValueError, match="visualize=True .* not supported"):
         list(tiny_model().predict(str(rec), visualize=True, stream=True))
+
+
+def test_several_cameras_step_in_lockstep_with_a_state_each(tmp_path):
+    """Two sources of different lengths (the cameras of one box) step as one batch of two slots: each camera's
+    detections equal its own stream's alone, the shorter one's slot stops giving results when it ends, and its
+    successor windows never see its state."""
+    a = recording(tmp_path / "a_td.h5", seconds=0.6, seed=1)  # 12 windows
+    b = recording(tmp_path / "b_td.h5", seconds=0.3, seed=2)  # 6 windows
+    model = tiny_model()
+    kw = dict(conf=0.0, max_det=5, stream=True, verbose=False)
+    both = list(model.predict([str(a), str(b)], **kw))
+    assert len(both) == 18 and [Path(r.path).name for r in both[:4]] == ["a_td.h5", "b_td.h5"] * 2
+    assert [Path(r.path).name for r in both[12:]] == ["a_td.h5"] * 6  # b has ended
+    for rec in (a, b):
+        alone = [r.boxes.data for r in tiny_model().predict(str(rec), **kw)]
+        mine = [r.boxes.data for r in both if Path(r.path) == rec]
+        assert len(mine) == len(alone)
+        for x, y in zip(mine, alone):
+            torch.testing.assert_close(x, y, atol=1e-3, rtol=1e-4)
+    same = list(model.predict(f"{a},{b}", **kw))  # the CLI's form: comma-separated sources
+    assert len(same) == 18
+
+
+def test_an_export_steps_as_many_cameras_as_its_batch(tmp_path):
+    import contextlib
+
+    pytest.importorskip("onnxruntime")
+    from yolo_etram.export import export_recurrent
+    from yolo_etram.utils.errors import UnsupportedOptionError
+
+    a, b = recording(tmp_path / "a_td.h5", seed=1), recording(tmp_path / "b_td.h5", seed=2)
+    model = tiny_model()
+    with contextlib.chdir(tmp_path):
+        two = tmp_path / export_recurrent(model, "onnx", imgsz=(96, 128), batch=2)
+    kw = dict(conf=0.0, max_det=5, stream=True, verbose=False)
+    ref = [r.boxes.data for r in model.predict([str(a), str(b)], **kw)]
+    got = [r.boxes.data for r in EventYOLO(str(two)).predict([str(a), str(b)], **kw)]
+    assert len(got) == len(ref) == 24
+    for x, y in zip(got, ref):  # an untrained model's scores tie: NMS may keep another of two equal boxes
+        torch.testing.assert_close(x[:, 4].sort().values, y[:, 4].sort().values, atol=1e-4, rtol=0)
+    same = sum(int((torch.cdist(x[:, :4], y[:, :4]).min(1).values < 1e-2).sum()) for x, y in zip(got, ref))
+    assert same >= 0.9 * sum(len(y) for y in ref)  # the boxes, in whatever order the ties left them
+    with pytest.raises(UnsupportedOptionError, match=r"steps 2 stream\(s\) at a time, given 1 source\(s\)"):
+        list(EventYOLO(str(two)).predict(str(a), **kw))

@@ -225,6 +225,9 @@ class EventExporter(Exporter):
         import ultralytics.utils.export.openvino as openvino
 
         specs = self._prepare_recurrent()
+        if self.args.quantize == 16:  # weights stored as fp16; the runtime computes in bf16 (or f16) where it can
+            self.metadata["inference_precision"] = "half"
+            LOGGER.info(f"{prefix} half=True: bf16 (or f16) inference where the CPU has it; float32 state I/O")
         torch2openvino = openvino.torch2openvino
 
         def stateful_torch2openvino(model, im, *args, **kwargs):

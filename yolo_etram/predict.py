@@ -4,12 +4,15 @@ the recurrent state carried from window to window and reset at the start of each
 Windows are built with the same code as ``prepare`` (same bits). Each window gives an Ultralytics ``Results`` whose
 image is the rendered event frame (ON red, OFF blue) at sensor resolution and whose boxes are in sensor pixels.
 ``save=True`` writes one video per recording; ``stream=True`` keeps memory flat on recordings of any length.
+Several sources at once (the cameras of one box) step in lockstep as one batch, one stream slot and one state each:
+a ``.pt`` takes any number, an export the ``batch`` it was exported with.
 
 Usage:
     >>> from yolo_etram import EventYOLO
     >>> for r in EventYOLO("best.pt").predict("rec_td.h5", stream=True, save=True):
     ...     r.boxes.xyxy  # sensor pixels
     $ yolo predict model=best.pt source=rec_td.h5 save=True
+    $ yolo predict model=best_openvino_model source=cam0.raw,cam1.raw   # exported with batch=2: two cameras
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 from types import SimpleNamespace
 
 import cv2
+import numpy as np
 import torch
 from ultralytics.engine.results import Results
 from ultralytics.models.yolo.detect import DetectionPredictor
@@ -25,44 +29,71 @@ from ultralytics.models.yolo.detect import DetectionPredictor
 from yolo_etram.data.data_yaml import data_settings, load_event_data
 from yolo_etram.data.event_settings import EventSettings
 from yolo_etram.data.render import render_histogram
-from yolo_etram.data.stream import EventWindowSource, is_event_source
+from yolo_etram.data.stream import EventWindow, EventWindowSource, MultiStreamSource, is_event_source
 from yolo_etram.integrations.ultralytics import event_seams
 from yolo_etram.nn.detection_model import find_event_model
 from yolo_etram.nn.exported import install_state_runner
+from yolo_etram.nn.inference_precision import apply_inference_precision
 from yolo_etram.utils.allocator import keep_freed_memory
 from yolo_etram.utils.errors import NonFiniteOutputError, UnsupportedOptionError
 from yolo_etram.utils.sizes import pad_to_multiple
 from yolo_etram.utils.threads import use_all_cpu_threads
 
 
-class EventWindowLoader:
-    """Ultralytics' inference-source contract over :class:`EventWindowSource`: one window per batch, as video frames."""
+def split_sources(source) -> list:
+    """One source, or several cameras at once: a list or tuple of sources, or one string of comma-separated event
+    sources (``yolo predict source=cam0.raw,cam1.raw``)."""
+    if isinstance(source, (list, tuple)):
+        return list(source)
+    if isinstance(source, str) and "," in source and not is_event_source(source):
+        parts = [p.strip() for p in source.split(",")]
+        if all(is_event_source(p) for p in parts):
+            return parts
+    return [source]
 
-    def __init__(self, windows: EventWindowSource, fps: float):
+
+class EventWindowLoader:
+    """Ultralytics' inference-source contract over event windows, as video frames: one window per step from an
+    :class:`EventWindowSource`, or one per live slot from a :class:`MultiStreamSource` (``current`` holds every slot's
+    window, ``None`` where its source has ended)."""
+
+    def __init__(self, windows: EventWindowSource | MultiStreamSource, fps: float):
         self.windows = windows
+        self.slots = len(windows) if isinstance(windows, MultiStreamSource) else 1
         self.source_type = SimpleNamespace(stream=False, screenshot=False, from_img=False, tensor=False)
-        self.mode, self.bs, self.fps = "video", 1, fps
+        self.mode, self.bs, self.fps = "video", self.slots, fps
         self.count = self.frame = 0
-        self.current = None
-        self.video_flag = [True]
+        self.current: list[EventWindow | None] = []
+        self.video_flag = [True] * self.slots
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def __iter__(self):
-        for win in self.windows:
-            self.current, self.frame = win, win.index + 1
+        steps = self.windows if self.slots > 1 else ([w] for w in self.windows)
+        for wins in steps:
+            live = [w for w in wins if w is not None]
+            self.current, self.frame = wins, live[0].index + 1
             self.count += 1
-            img = render_histogram(win.hist)
-            if img.shape[:2] != win.sensor_hw:
-                img = cv2.resize(img, win.sensor_hw[::-1], interpolation=cv2.INTER_NEAREST)
-            s = f"window (frame {win.index + 1}/{win.total}) {win.source.name} t={win.t_end / 1e6:.2f}s: "
-            yield [str(win.source)], [img], [s]
+            yield [str(w.source) for w in live], [self._image(w) for w in live], [self._line(w) for w in live]
+
+    @staticmethod
+    def _image(win: EventWindow):
+        img = render_histogram(win.hist)
+        if img.shape[:2] != win.sensor_hw:
+            img = cv2.resize(img, win.sensor_hw[::-1], interpolation=cv2.INTER_NEAREST)
+        return img
+
+    @staticmethod
+    def _line(win: EventWindow) -> str:
+        return f"window (frame {win.index + 1}/{win.total}) {win.source.name} t={win.t_end / 1e6:.2f}s: "
 
 
 class EventPredictor(DetectionPredictor):
     """Predict on event recordings with a recurrent detector (a ``.pt``, or an ONNX, TorchScript or OpenVINO export,
     whose states are fed back between windows)."""
+
+    runner = None  # the stateful runner of an export (set up with the model)
 
     def stream_inference(self, source=None, model=None, *args, **kwargs):
         """Ultralytics' prediction loop; the model it loads on the first window is read by our restricted unpickler."""
@@ -76,7 +107,8 @@ class EventPredictor(DetectionPredictor):
                 "so it is not supported (save=True writes the event frames with their boxes)"
             )
         super().setup_model(model, verbose)
-        install_state_runner(self.model)  # exported recurrent models: feed the states back (no-op for .pt)
+        self.runner = install_state_runner(self.model)  # exports: feed the states back (None for a .pt)
+        apply_inference_precision(self.model, self.args.quantize, self.args.model)  # quantize=16: bf16 on CPU
         metadata = getattr(self.model, "metadata", None)
         if isinstance(metadata, dict) and isinstance(metadata.get("event"), str):  # stateless exports of ours
             metadata["event"] = json.loads(metadata["event"])
@@ -85,21 +117,31 @@ class EventPredictor(DetectionPredictor):
 
     def setup_source(self, source, stride=None):
         settings = self.event_settings()
-        if isinstance(source, EventWindowSource):  # e.g. with a time range: EventWindowSource(path, start_us=...)
-            windows = source
-            if source.required is not None:
-                settings.require_same(source.required, "the model", "the window source")
-        elif is_event_source(source):
-            windows = EventWindowSource(source, settings)
-        else:
-            raise ValueError(
-                f"{source}: not an event recording (*_td.h5, .dat, .npy, .raw) or prepared sequence folder"
+        sources = split_sources(source)
+        streams = [self._window_source(s, settings) for s in sources]
+        windows = streams[0] if len(streams) == 1 else MultiStreamSource(streams)
+        batch = self.runner.batch if self.runner is not None else len(streams)  # a .pt steps any number
+        if batch != len(streams):
+            raise UnsupportedOptionError(
+                f"{self.args.model} steps {batch} stream(s) at a time, given {len(streams)} source(s): export it with "
+                f"batch={len(streams)} for that many cameras, or predict on each source on its own"
             )
-        self.downsample = windows.downsample
-        self.dataset = EventWindowLoader(windows, fps=1e6 / windows.step_us)
+        self.downsample = streams[0].downsample
+        self.dataset = EventWindowLoader(windows, fps=1e6 / streams[0].step_us)
         self.source_type = self.dataset.source_type
         self.vid_writer = {}
-        self.args.batch = 1  # one stream: consecutive windows are time steps, not a batch
+        # one slot per source: consecutive windows of a source are time steps, never a batch
+        self.args.batch = len(streams)
+
+    @staticmethod
+    def _window_source(source, settings: EventSettings) -> EventWindowSource:
+        if isinstance(source, EventWindowSource):  # e.g. with a time range: EventWindowSource(path, start_us=...)
+            if source.required is not None:
+                settings.require_same(source.required, "the model", "the window source")
+            return source
+        if is_event_source(source):
+            return EventWindowSource(source, settings)
+        raise ValueError(f"{source}: not an event recording (*_td.h5, .dat, .npy, .raw) or prepared sequence folder")
 
     def event_settings(self) -> EventSettings:
         """How windows are built: the model's recorded settings; a data YAML, if given, must build the same frames,
@@ -117,9 +159,11 @@ class EventPredictor(DetectionPredictor):
         return find_event_model(self.model) if self.model is not None else None
 
     def preprocess(self, im):
-        hist = torch.from_numpy(self.dataset.current.hist)[None].to(self.device).float()
-        multiple = self._input_multiple()
-        return pad_to_multiple(hist, multiple)
+        """The windows of every slot as one batch (zeros for a slot whose source has ended), padded to the input."""
+        wins = self.dataset.current
+        ref = next(w.hist for w in wins if w is not None)
+        hist = np.stack([w.hist if w is not None else np.zeros_like(ref) for w in wins])
+        return pad_to_multiple(torch.from_numpy(hist).to(self.device).float(), self._input_multiple())
 
     def _input_multiple(self) -> tuple[int, int]:
         native = self.event_model()
@@ -129,25 +173,32 @@ class EventPredictor(DetectionPredictor):
         return tuple(imgsz) if imgsz else (32, 32)
 
     def inference(self, im, *args, **kwargs):
-        if self.dataset.current.is_first:  # a new recording (also after the stock warmup forward)
-            self.reset_states()
+        """One step of every slot; a slot whose recording starts (also after the stock warmup forward) starts from a
+        fresh state. Returns the live slots' outputs, in the loader's order."""
+        wins = self.dataset.current
+        first = [w is not None and w.is_first for w in wins]
+        if any(first):
+            self.reset_states(first)
         preds = self.model(im, augment=False)
         out = preds[0] if isinstance(preds, (list, tuple)) else preds
-        if isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
-            win = self.dataset.current
-            raise NonFiniteOutputError(
-                f"{win.source}: the model's output is NaN or infinite for the window ending at {win.t_end / 1e6:.3f} s "
-                f"(window {win.index + 1} of {win.total}); the input is finite (event counts), so the weights are "
-                "corrupt or overflow (try quantize=32 if it ran in half precision)"
-            )
-        return preds
+        live = [i for i, w in enumerate(wins) if w is not None]
+        for i in live:
+            if isinstance(out, torch.Tensor) and not torch.isfinite(out[i]).all():
+                win = wins[i]
+                raise NonFiniteOutputError(
+                    f"{win.source}: the model's output is NaN or infinite for the window ending at "
+                    f"{win.t_end / 1e6:.3f} s (window {win.index + 1} of {win.total}); the input is finite (event "
+                    "counts), so the weights are corrupt or overflow (try quantize=32 if it ran in half precision)"
+                )
+        return out[live] if len(live) < len(wins) else preds
 
-    def reset_states(self) -> None:
+    def reset_states(self, slots: list[bool] | None = None) -> None:
+        """Fresh states for the flagged slots (all slots when None or when every one is flagged)."""
         native = self.event_model()
         if native is not None:
-            native.reset_states()
+            native.reset_states(None if slots is None or all(slots) else torch.tensor(slots))
         elif hasattr(self.model, "reset_states"):
-            self.model.reset_states()
+            self.model.reset_states(None if slots is None or all(slots) else slots)
 
     def construct_result(self, pred, img, orig_img, img_path):
         """Boxes from model-input pixels (stored resolution, padded bottom/right) to sensor pixels."""

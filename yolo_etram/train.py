@@ -35,6 +35,7 @@ from yolo_etram.data.prepared import stored_size
 from yolo_etram.data.render import plot_batch
 from yolo_etram.data.sampler import Sampling
 from yolo_etram.integrations.ultralytics import (
+    cpu_capable_autocast,
     event_seams,
     offline_amp_check,
     patched,
@@ -50,6 +51,7 @@ from yolo_etram.nn.size_aware_loss import BUCKETS, feedback_update, set_bucket_w
 from yolo_etram.utils import distributed
 from yolo_etram.utils.allocator import keep_freed_memory
 from yolo_etram.utils.errors import NonFiniteLossError, UnsupportedOptionError
+from yolo_etram.utils.precision import BF16_HARDWARE, cpu_bf16, cpu_name, require_cpu_bf16
 from yolo_etram.utils.sizes import round_up
 from yolo_etram.utils.threads import use_all_cpu_threads
 
@@ -166,9 +168,30 @@ class EventTrainer(DetectionTrainer):
 
     def train(self):
         """Ultralytics' training, with every checkpoint it opens (pretrained weights, resume, ``best.pt`` for the final
-        validation) read by our restricted unpickler."""
-        with event_seams():
+        validation) read by our restricted unpickler, and bf16 autocast available on CPU (:meth:`_set_cpu_amp`)."""
+        import ultralytics.engine.trainer as engine
+
+        with event_seams(), patched(engine, "autocast", cpu_capable_autocast(engine.autocast)):
             return super().train()
+
+    def _set_cpu_amp(self) -> None:
+        """``amp`` on CPU: bf16 autocast (float32 master weights, no gradient scaler, float32 recurrent state) where
+        the CPU computes bf16 natively; elsewhere ``amp=True`` (the default) trains in float32 and says so in one
+        line, and an explicit ``amp=bf16`` is refused."""
+        amp = str(self.args.amp).lower()
+        if self.device.type != "cpu" or amp in ("false", "fp32", "none", "0"):
+            return
+        if amp == "bf16":
+            require_cpu_bf16("amp=bf16")
+        if cpu_bf16():
+            self.args.amp = "bf16"
+            LOGGER.info(f"AMP: bf16 autocast on this CPU, {cpu_name()}; float32 master weights and recurrent state")
+        else:
+            self.args.amp = False
+            LOGGER.info(
+                f"AMP: off, training in float32: this CPU, {cpu_name()}, has no bf16 ({BF16_HARDWARE}); amp=False "
+                "says the same without this line"
+            )
 
     def _setup_ddp(self):
         """Join the launcher's process group (Ultralytics' version assumes CUDA and counts local devices), then give
@@ -347,6 +370,7 @@ class EventTrainer(DetectionTrainer):
     def _setup_train(self):
         import ultralytics.engine.trainer as engine
 
+        self._set_cpu_amp()
         # the stock AMP check downloads yolo26n.pt; the stock DDP wrap passes device_ids=[None] on CPU
         with (
             patched(engine, "check_amp", offline_amp_check),

@@ -45,6 +45,7 @@ from yolo_etram.metrics.prophesee import (
 )
 from yolo_etram.nn.detection_model import find_event_model, set_partition
 from yolo_etram.nn.exported import ExportedClipModel, install_state_runner
+from yolo_etram.nn.inference_precision import apply_inference_precision
 from yolo_etram.utils.allocator import keep_freed_memory
 from yolo_etram.utils.serialize import jsonable
 from yolo_etram.utils.sizes import round_up
@@ -94,6 +95,7 @@ class EventValidator(DetectionValidator):
         super().__init__(dataloader, save_dir, args, _callbacks)
         self.metrics = EventDetMetrics()
         self.prophesee: dict = {}
+        self.precision = "fp32"  # what a standalone validation computes in (quantize=16 on CPU: bf16 autocast)
 
     def __call__(self, trainer=None, model=None):
         if trainer is None:
@@ -123,6 +125,7 @@ class EventValidator(DetectionValidator):
                 self.args.batch = runner.batch
             native = find_event_model(backend)
             check_model_settings(backend, native, data, self.args.model)
+            self.precision = apply_inference_precision(backend, self.args.quantize, self.args.model)
             hw = stored_size(data, self.args.split)
             if native is not None and hw is not None:
                 if data.get("partition"):
@@ -142,6 +145,8 @@ class EventValidator(DetectionValidator):
         super().init_metrics(model)
         self.is_custom_json = self.build_gdict = False  # save_json writes Prophesee .npy files (get_stats)
         self.eval_ids = None
+        if self.precision in ("bf16", "half"):  # the stock validator records only its own fp16 as quantize=16
+            self.args.quantize = 16
         self.native = find_event_model(model)
         self.exported = None if self.native is not None else ExportedClipModel(model, self.dataloader)
         if self.native is not None and self.data.get("partition"):
@@ -159,7 +164,8 @@ class EventValidator(DetectionValidator):
 
     def preprocess(self, batch: dict) -> dict:
         multiple = self.stream.input_multiple
-        batch = preprocess_event_batch(batch, self.device, multiple, half=self.args.quantize == 16)
+        half = self.args.quantize == 16 and self.precision == "fp16"  # bf16 autocast takes float32 windows
+        batch = preprocess_event_batch(batch, self.device, multiple, half=half)
         self.stream.reset_states(batch["is_first"])
         return batch
 

@@ -3,7 +3,7 @@ code and bits as ``prepare``, for every representation and window rule), or read
 at a time with bounded memory.
 
 A source is a recording (``*_td.h5``, ``*.dat``, ``*.npy``, a camera's ``*.raw``), a prepared sequence folder, or a
-folder of either.
+folder of either. Several sources at once (cameras on one box) step in lockstep through :class:`MultiStreamSource`.
 
 Usage:
     >>> from yolo_etram.data.event_settings import EventSettings
@@ -149,3 +149,31 @@ class EventWindowSource:
                 )
         finally:
             seq.close()
+
+
+class MultiStreamSource:
+    """Several sources stepped in lockstep, one stream slot each (the cameras of one box): each step gives one
+    window per slot, ``None`` for a slot whose source has ended (the others go on). A slot's windows keep their own
+    ``is_first`` (its recording starts; its recurrent state must start fresh).
+
+    Example:
+        >>> for wins in MultiStreamSource([EventWindowSource("cam0.raw"), EventWindowSource("cam1.raw")]):
+        ...     [w.t_end if w is not None else None for w in wins]
+    """
+
+    def __init__(self, sources: list[EventWindowSource]):
+        if len(sources) < 2:
+            raise ValueError("MultiStreamSource: give two sources or more (one source streams on its own)")
+        self.sources = list(sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __iter__(self) -> Iterator[list[EventWindow | None]]:
+        iterators = [iter(s) for s in self.sources]
+        while True:
+            wins = [next(it, None) if it is not None else None for it in iterators]
+            iterators = [it if w is not None else None for it, w in zip(iterators, wins)]
+            if all(w is None for w in wins):
+                return
+            yield wins

@@ -243,6 +243,7 @@ def plot(spec: AblationSpec, rows: list[dict], path: Path) -> None:
     metrics = [m for m in table_metrics(rows) if m not in COST_METRICS][:10]  # APs share one axis; costs do not
     by = {(r["variant"], r["metric"]): r for r in rows}
     variants = list(spec.variants)
+    colour = {v: f"C{i}" for i, v in enumerate(variants)}  # a variant keeps its colour in both panels
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     width = 0.8 / len(variants)
     for j, v in enumerate(variants):
@@ -254,7 +255,7 @@ def plot(spec: AblationSpec, rows: list[dict], path: Path) -> None:
                 ys.append(r["mean"])
                 lo.append(r["mean"] - (r["ci_low"] if r["ci_low"] is not None else r["mean"]))
                 hi.append((r["ci_high"] if r["ci_high"] is not None else r["mean"]) - r["mean"])
-        axes[0].bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=v)
+        axes[0].bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=v, color=colour[v])
     axes[0].set_xticks(range(len(metrics)), metrics, rotation=30, ha="right")
     axes[0].set_title(f"mean over seeds {list(spec.seeds)}, {int(CONFIDENCE * 100)}% t interval")
     others = [v for v in variants if v != spec.baseline]
@@ -267,7 +268,7 @@ def plot(spec: AblationSpec, rows: list[dict], path: Path) -> None:
                 ys.append(r["diff"])
                 lo.append(r["diff"] - (r["diff_ci_low"] if r.get("diff_ci_low") is not None else r["diff"]))
                 hi.append((r["diff_ci_high"] if r.get("diff_ci_high") is not None else r["diff"]) - r["diff"])
-        axes[1].errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=4, label=f"{v} - {spec.baseline}")
+        axes[1].errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=4, label=f"{v} - {spec.baseline}", color=colour[v])
     axes[1].axhline(0, color="k", lw=0.8)
     axes[1].set_xticks(range(len(metrics)), metrics, rotation=30, ha="right")
     axes[1].set_title(f"paired difference against {spec.baseline} (same seeds)")

@@ -33,6 +33,7 @@ Swaps (an Ultralytics function or attribute replaced by ours) and their scope:
 what is replaced                                   scope               why
 =================================================  ==================  ===========================================
 ``engine.trainer.check_amp``                       ``_setup_train``    the stock check downloads ``yolo26n.pt``
+``engine.trainer.autocast``                        ``train``           the stock one refuses bf16 on CPU
 ``torch.nn.parallel.DistributedDataParallel``      ``_setup_train``    gloo refuses ``device_ids=[None]`` on CPU
 ``engine.validator.check_det_dataset``             standalone val      it knows no event data YAML
 ``engine.validator.AutoBackend``                   standalone val      stateful exports need their runner first
@@ -92,6 +93,7 @@ PRIVATE_API: tuple[tuple[str, str], ...] = (
 
 SWAPS: tuple[tuple[str, str], ...] = (
     ("ultralytics.engine.trainer", "check_amp"),
+    ("ultralytics.engine.trainer", "autocast"),
     ("torch.nn.parallel", "DistributedDataParallel"),
     ("ultralytics.engine.validator", "check_det_dataset"),
     ("ultralytics.engine.validator", "AutoBackend"),
@@ -126,6 +128,7 @@ SOURCE_CONTRACTS: tuple[tuple[str, str, str], ...] = (
     ("ultralytics.nn.backends.onnx:ONNXBackend", "load_model", "self.session"),
     ("ultralytics.nn.autobackend:AutoBackend", "__init__", "self.backend"),
     ("ultralytics.engine.trainer:BaseTrainer", "_setup_train", "check_amp"),
+    ("ultralytics.engine.trainer:BaseTrainer", "_do_train", "autocast(torch.bfloat16 if self.args.amp"),
     ("ultralytics.engine.validator:BaseValidator", "__call__", "check_det_dataset"),
     ("ultralytics.engine.validator:BaseValidator", "__call__", "AutoBackend("),
     ("ultralytics.engine.validator:BaseValidator", "__call__", "warmup"),
@@ -165,9 +168,36 @@ def offline_amp_check(model) -> bool:
     return True
 
 
+def cpu_capable_autocast(stock):
+    """Ultralytics' ``autocast(enabled, device)`` that also runs bf16 on CPU (the stock one raises there); the trainer
+    asks for it only where the CPU has bf16 (``EventTrainer._setup_train`` sets ``amp``)."""
+
+    def autocast(enabled, device: str = "cuda"):
+        import torch
+
+        if device == "cpu" and enabled is torch.bfloat16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return stock(enabled, device=device)
+
+    return autocast
+
+
 OPENVINO_CPU_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
 """How stateful OpenVINO exports compile: float32 math (OpenVINO's CPU default is bf16 where the CPU has it, which
-changes the detections), tuned for one window at a time."""
+changes the detections), tuned for one window at a time. An export made with ``half=True`` records
+``inference_precision: half`` and compiles with bf16 (or f16) instead: :func:`openvino_cpu_config`."""
+
+
+def openvino_cpu_config(core, metadata: dict | None) -> dict:
+    """The CPU compile config of a stateful OpenVINO export: :data:`OPENVINO_CPU_CONFIG`, with OpenVINO's reduced
+    inference precision where the export asked for it (``half=True``) and the CPU has it, refused in one line where
+    it does not."""
+    if (metadata or {}).get("inference_precision") != "half":
+        return OPENVINO_CPU_CONFIG
+    from yolo_etram.utils.precision import openvino_half_precision
+
+    precision = openvino_half_precision(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return {**OPENVINO_CPU_CONFIG, "INFERENCE_PRECISION_HINT": precision}
 
 
 def _stateful_openvino_loader(stock):
@@ -184,7 +214,8 @@ def _stateful_openvino_loader(stock):
         self.apply_metadata(metadata)
         core = ov.Core()
         self.read_model, self.prefetch, self.ov = None, False, ov
-        self.compile_model = partial(core.compile_model, device_name="CPU", config=OPENVINO_CPU_CONFIG)
+        config = openvino_cpu_config(core, metadata)
+        self.compile_model = partial(core.compile_model, device_name="CPU", config=config)
         self.ov_compiled_model = self.compile_model(core.read_model(model=str(w), weights=w.with_suffix(".bin")))
 
     load_model.stateful_aware = True

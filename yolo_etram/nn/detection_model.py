@@ -13,6 +13,7 @@ Usage:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from yolo_etram.data.build import boxes_on_frames
 from yolo_etram.nn.batchnorm import set_batchnorm
 from yolo_etram.nn.registry import PLUGIN_LAYER_NAMES, PLUGIN_LAYERS, register_layers
 from yolo_etram.utils.paths import find_cfg
+from yolo_etram.utils.precision import float_outputs
 from yolo_etram.utils.sizes import round_up
 
 __all__ = [
@@ -120,9 +122,16 @@ class EventDetectionModel(DetectionModel):
         return bool(stateful_layers(self)) and self.event.get("memory", True)
 
     def _predict_once(self, x, profile=False, embed=None):
-        """Windows ``(N, C, H, W)`` or clips ``(B, T, C, H, W)`` through the layers, honouring ``yaml["event"]``."""
+        """Windows ``(N, C, H, W)`` or clips ``(B, T, C, H, W)`` through the layers, honouring ``yaml["event"]``.
+
+        Under autocast the head runs in float32 (:func:`float32_head`): bf16's 8-bit mantissa would round its anchor
+        grid and decoded boxes by up to 4 pixels at 640 pixels, more than a small object can afford."""
         if self.event.get("input") == "event_frame" and x.shape[-3] != 2:  # histograms in, event frames to the layers
             x = event_frame(x)
+        with float32_head(self.model[-1], x.device.type):
+            return self._run_layers(x, profile, embed)
+
+    def _run_layers(self, x, profile=False, embed=None):
         if self.has_memory:
             return super()._predict_once(x, profile, embed)
         x = x.reshape(-1, *x.shape[-3:])  # every window on its own: one step of batch B*T from a zero state
@@ -200,6 +209,10 @@ class EventDetectionModel(DetectionModel):
             self.criterion = self.init_criterion()
         if preds is None:
             preds = self.forward(batch["img"])
+        with torch.autocast(batch["img"].device.type, enabled=False):  # the loss in float32, also under AMP
+            return self._labeled_loss(batch, float_outputs(preds))
+
+    def _labeled_loss(self, batch: dict, preds):
         labeled = batch.get("labeled")
         if labeled is None:
             return self.criterion(preds, batch)
@@ -211,6 +224,25 @@ class EventDetectionModel(DetectionModel):
         sel = {k: v[keep] for k, v in preds.items() if k != "feats"}
         sel["feats"] = [f[keep] for f in preds["feats"]]
         return self.criterion.loss(sel, {**batch, **boxes_on_frames(batch, keep)})
+
+
+@contextlib.contextmanager
+def float32_head(head: torch.nn.Module, device_type: str):
+    """Inside the block, ``head`` runs in float32 with autocast off whenever autocast is on (its inputs are cast up);
+    outside autocast it is left alone. The swap is an instance attribute for the block only: nothing is pickled."""
+    if not torch.is_autocast_enabled(device_type):
+        yield
+        return
+
+    def forward(*args, **kwargs):
+        with torch.autocast(device_type, enabled=False):
+            return type(head).forward(head, *float_outputs(args), **kwargs)
+
+    head.forward = forward
+    try:
+        yield
+    finally:
+        del head.forward
 
 
 ETRAM_INPUT_HW = (384, 640)

@@ -33,7 +33,7 @@ from torch import nn
 from ultralytics.utils import LOGGER
 
 from recurrent import pair_shapes, stateful_layers
-from yolo_etram.integrations.ultralytics import OPENVINO_CPU_CONFIG, wrap_backend_calls
+from yolo_etram.integrations.ultralytics import openvino_cpu_config, wrap_backend_calls
 from yolo_etram.utils.errors import EventDataError, UnsupportedOptionError
 
 __all__ = [
@@ -332,7 +332,8 @@ class StatefulOpenVINOModel(NumpyStatefulRunner):
             path = Path(model)
             xml = path if path.is_file() else next(path.glob("*.xml"))
             metadata = BaseBackend.read_metadata(xml)
-            model = ov.Core().compile_model(str(xml), device, OPENVINO_CPU_CONFIG)
+            core = ov.Core()
+            model = core.compile_model(str(xml), device, openvino_cpu_config(core, metadata))
         super().__init__(read_state_specs(metadata), metadata)
         self.compiled = model
         self.outputs = [model.output("output0"), *(model.output(s.output) for s in self.specs)]
