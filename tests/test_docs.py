@@ -91,7 +91,7 @@ def ultralytics_problems(tokens: list[str]) -> str | None:
     from ultralytics.cfg import DEFAULT_CFG_DICT, MODES, TASKS
     from ultralytics.utils import SETTINGS
 
-    from yolo_etram.data.event_augment import TRAIN_ARGS
+    from yolo_etram.data.train_args import TRAIN_ARGS
     from yolo_etram.integrations.ultralytics import register_train_args
 
     register_train_args(TRAIN_ARGS)  # as the yolo and etram-yolo commands do: our train arguments are arguments

@@ -220,3 +220,51 @@ def test_tensorboard_logs_prophesee_metrics_of_validated_epochs_and_the_graph(ti
     assert len(logged) == 3 and logged[0] == [], logged
     for metrics in logged[1:]:
         assert {"prophesee/AP", "etram/AP50_all", "metrics/mAP50-95(B)"} <= set(metrics)
+
+
+def test_max_steps_ends_the_run_at_the_step_count_and_resumes_to_it(tiny_events, tmp_path):
+    """RVT's recipes train for a number of steps: ``max_steps`` runs as many epochs as they need (one optimizer step
+    per batch), cuts the last one at the count, and a run interrupted after its first epoch resumes to the same
+    count."""
+
+    class Stop(Exception):
+        pass
+
+    def count(trainer):
+        steps.append(trainer.epoch)
+
+    steps = []
+    kw = dict(data=str(tiny_events), epochs=50, project=str(tmp_path), **{**TRAIN, "val": False})
+    probe = EventYOLO("rvt-t.yaml")
+    probe.add_callback("on_train_batch_end", count)
+    probe.train(max_steps=1, name="probe", **kw)
+    per_epoch = len(probe.trainer.train_loader)
+    assert steps == [0] and probe.trainer.epochs == 1 and per_epoch > 2
+    total = per_epoch + 2  # two epochs, the second cut after 2 steps
+    steps.clear()
+    model = EventYOLO("rvt-t.yaml")
+    model.add_callback("on_train_batch_end", count)
+    model.train(max_steps=total, name="whole", **kw)
+    assert steps == [0] * per_epoch + [1, 1] and model.trainer.epochs == 2 and len(results(tmp_path / "whole")) == 2
+
+    def stop(trainer):
+        if trainer.epoch == 0:
+            raise Stop
+
+    steps.clear()
+    cut = EventYOLO("rvt-t.yaml")
+    cut.add_callback("on_train_batch_end", count)
+    cut.add_callback("on_fit_epoch_end", stop)
+    with pytest.raises(Stop):
+        cut.train(max_steps=total, name="cut", **kw)
+    resumed = EventYOLO(str(tmp_path / "cut" / "weights" / "last.pt"))
+    resumed.add_callback("on_train_batch_end", count)
+    resumed.train(resume=True)
+    assert steps == [0] * per_epoch + [1, 1] and resumed.trainer.epochs == 2
+
+
+def test_max_steps_with_accumulation_is_refused_in_one_line(tiny_events, tmp_path):
+    from yolo_etram.utils.errors import UnsupportedOptionError
+
+    with pytest.raises(UnsupportedOptionError, match="max_steps counts optimizer steps as batches; nbs=8"):
+        EventYOLO("rvt-t.yaml").train(data=str(tiny_events), max_steps=5, nbs=8, project=str(tmp_path), **TRAIN)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ultralytics import YOLO
 from ultralytics.utils import LOGGER
 
-from yolo_etram.data.event_augment import TRAIN_ARGS
+from yolo_etram.data.train_args import TRAIN_ARGS
 from yolo_etram.integrations.ultralytics import event_seams, register_train_args
 from yolo_etram.nn.detection_model import EventDetectionModel
 from yolo_etram.nn.exported import is_event_export
@@ -25,7 +25,7 @@ from yolo_etram.utils.paths import find_cfg
 
 __all__ = ["EventYOLO"]
 
-register_train_args(TRAIN_ARGS)  # the event-domain augmentation passes Ultralytics' argument check
+register_train_args(TRAIN_ARGS)  # ours (event augmentation, max_steps) pass Ultralytics' argument check
 
 
 def __getattr__(name: str):

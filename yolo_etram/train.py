@@ -27,13 +27,14 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK
 from ultralytics.utils.torch_utils import get_torch_device_backend, unwrap_model
 
 from recurrent import stateful_layers
-from yolo_etram.data.build import build_event_dataloader, build_event_dataset, preprocess_event_batch
+from yolo_etram.data.build import StepBudget, build_event_dataloader, build_event_dataset, preprocess_event_batch
 from yolo_etram.data.data_yaml import event_settings, load_event_data
 from yolo_etram.data.dataset import EventClipDataset
-from yolo_etram.data.event_augment import TRAIN_ARGS, EventAugConfig
+from yolo_etram.data.event_augment import EventAugConfig
 from yolo_etram.data.prepared import stored_size
 from yolo_etram.data.render import plot_batch
 from yolo_etram.data.sampler import Sampling
+from yolo_etram.data.train_args import TRAIN_ARGS
 from yolo_etram.integrations.ultralytics import (
     cpu_capable_autocast,
     event_seams,
@@ -55,7 +56,7 @@ from yolo_etram.utils.precision import BF16_HARDWARE, cpu_bf16, cpu_name, requir
 from yolo_etram.utils.sizes import round_up
 from yolo_etram.utils.threads import use_all_cpu_threads
 
-register_train_args(TRAIN_ARGS)  # the event-domain augmentation (suppress_polarity=...) as train arguments
+register_train_args(TRAIN_ARGS)  # ours: the event-domain augmentation (suppress_polarity=...), max_steps
 
 # Event-appropriate defaults; any of them given by the user wins.
 EVENT_TRAIN_DEFAULTS = dict(
@@ -133,6 +134,11 @@ def check_event_args(args) -> None:
         problems.append("cache: prepared histograms are read from HDF5 per clip; image caching does not apply")
     if args.augment:
         problems.append("augment (test-time augmentation) runs extra forwards through the recurrent state")
+    if int(getattr(args, "max_steps", 0) or 0) > 0 and int(args.nbs or 0) not in (0, int(args.batch or 0)):
+        problems.append(
+            f"max_steps counts optimizer steps as batches; nbs={args.nbs} accumulates {args.nbs} / {args.batch} "
+            "batches per step: leave nbs unset (one step per batch)"
+        )
     on = [k for k in IMAGE_AUGMENTATIONS if float(getattr(args, k, 0) or 0) > 0]
     if on:
         problems.append(
@@ -235,6 +241,17 @@ class EventTrainer(DetectionTrainer):
         return self.data
 
     def get_dataloader(self, dataset_path: str, batch_size: int = 16, rank: int = 0, mode: str = "train"):
+        loader = self._event_dataloader(dataset_path, batch_size, rank, mode)
+        steps = int(self.args.max_steps or 0)
+        if mode != "train" or steps <= 0:
+            return loader
+        # RVT trains for a number of steps: as many epochs as they need, the last one cut at the count (one optimizer
+        # step per batch: nbs = batch). Set here, before Ultralytics sizes its schedule from the epochs.
+        self.epochs = self.args.epochs = math.ceil(steps / len(loader))
+        LOGGER.info(f"max_steps={steps}: {self.epochs} epochs of {len(loader)} steps, the last one cut at the count")
+        return StepBudget(loader, steps, lambda: self.epoch)
+
+    def _event_dataloader(self, dataset_path: str, batch_size: int, rank: int, mode: str):
         # Ultralytics doubles the batch for validation; the builder caps it at one slot per sequence
         return build_event_dataloader(
             self.build_dataset(dataset_path, mode, batch_size),

@@ -149,3 +149,27 @@ def boxes_on_frames(batch: dict, keep: torch.Tensor) -> dict:
         if k in batch:
             out[k] = batch[k][on_kept.to(batch[k].device)]
     return out
+
+
+class StepBudget:
+    """A training loader that stops yielding once the run's step count reaches ``max_steps``: epoch ``e`` has taken
+    ``e * len(loader)`` steps before it (an epoch is one pass of the loader, one optimizer step per batch), so a
+    resumed run stops at the same count. Everything else is the wrapped loader's."""
+
+    def __init__(self, loader, max_steps: int, epoch):
+        self.loader, self.max_steps, self.epoch = loader, int(max_steps), epoch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        left = self.max_steps - self.epoch() * len(self.loader)
+        for i, batch in enumerate(self.loader):
+            if i >= left:
+                return
+            yield batch
+
+    def __getattr__(self, name):
+        if name == "loader":  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)

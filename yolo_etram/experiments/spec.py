@@ -207,10 +207,10 @@ def check_train_args(args: dict, where: str) -> None:
     """Refuse keys that are not Ultralytics train arguments (or ``model``), and the keys the ablation sets itself."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
-    from yolo_etram.data.event_augment import TRAIN_ARGS
+    from yolo_etram.data.train_args import TRAIN_ARGS
     from yolo_etram.integrations.ultralytics import register_train_args
 
-    register_train_args(TRAIN_ARGS)  # ours (the event-domain augmentation) are train arguments too
+    register_train_args(TRAIN_ARGS)  # ours (event augmentation, max_steps) are train arguments too
     if reserved := sorted(k for k in args if k in RESERVED):
         raise ExperimentError(f"{where}: {reserved} are set by the ablation for every run; remove them")
     if unknown := sorted(k for k in args if k not in DEFAULT_CFG_DICT):

@@ -12,7 +12,9 @@ name                                            how        why                  
 ``nn.tasks._initialize_yolo_model``             call       builds our model's layers from the YAML exactly as  8.4.190
                                                            ``DetectionModel`` does (``nn/detection_model.py``)
 ``nn.tasks.BaseModel._predict_once``            override   runs the recurrent backbone over (B, T) clips and   8.4.190
-                                                           the ``input: event_frame`` reduction
+                                                           the ``input: event_frame`` reduction; under
+                                                           autocast, its layer loop (rows' ``f``, ``i``,
+                                                           ``save``) with the head in float32
 ``nn.tasks.DetectionModel._predict_augment``    override   TTA would step the recurrent state: refused         8.4.190
 ``nn.modules.head.Detect._inference``,          override   RVT's YOLOX decoding (``nn/yolox_head.py``)         8.4.190
 ``Detect._get_decode_boxes``

@@ -13,7 +13,6 @@ Usage:
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from pathlib import Path
 
@@ -122,24 +121,35 @@ class EventDetectionModel(DetectionModel):
         return bool(stateful_layers(self)) and self.event.get("memory", True)
 
     def _predict_once(self, x, profile=False, embed=None):
-        """Windows ``(N, C, H, W)`` or clips ``(B, T, C, H, W)`` through the layers, honouring ``yaml["event"]``.
-
-        Under autocast the head runs in float32 (:func:`float32_head`): bf16's 8-bit mantissa would round its anchor
-        grid and decoded boxes by up to 4 pixels at 640 pixels, more than a small object can afford."""
+        """Windows ``(N, C, H, W)`` or clips ``(B, T, C, H, W)`` through the layers, honouring ``yaml["event"]``."""
         if self.event.get("input") == "event_frame" and x.shape[-3] != 2:  # histograms in, event frames to the layers
             x = event_frame(x)
-        with float32_head(self.model[-1], x.device.type):
-            return self._run_layers(x, profile, embed)
-
-    def _run_layers(self, x, profile=False, embed=None):
         if self.has_memory:
-            return super()._predict_once(x, profile, embed)
+            return self._run_layers(x, profile, embed)
         x = x.reshape(-1, *x.shape[-3:])  # every window on its own: one step of batch B*T from a zero state
         self.reset_states()
         try:
-            return super()._predict_once(x, profile, embed)
+            return self._run_layers(x, profile, embed)
         finally:
             self.reset_states()
+
+    def _run_layers(self, x, profile=False, embed=None):
+        """Ultralytics' layer loop; under autocast the head runs in float32 with its inputs cast up: bf16's 8-bit
+        mantissa would round its anchor grid and decoded boxes by up to 4 pixels at 640 pixels, more than a small
+        object can afford. (Profiling and embeddings take the stock loop.)"""
+        device = x.device.type
+        if profile or embed or not torch.is_autocast_enabled(device):
+            return super()._predict_once(x, profile, embed)
+        y, head = [], self.model[-1]
+        for m in self.model:
+            if m.f != -1:  # from earlier layers
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            if m is head:
+                with torch.autocast(device, enabled=False):
+                    return m(float_outputs(x))
+            x = m(x)
+            y.append(x if m.i in self.save else None)
+        return x
 
     def _probe_strides(self) -> torch.Tensor:
         """Head strides from one forward on zeros of the smallest size the attention partitions divide."""
@@ -224,25 +234,6 @@ class EventDetectionModel(DetectionModel):
         sel = {k: v[keep] for k, v in preds.items() if k != "feats"}
         sel["feats"] = [f[keep] for f in preds["feats"]]
         return self.criterion.loss(sel, {**batch, **boxes_on_frames(batch, keep)})
-
-
-@contextlib.contextmanager
-def float32_head(head: torch.nn.Module, device_type: str):
-    """Inside the block, ``head`` runs in float32 with autocast off whenever autocast is on (its inputs are cast up);
-    outside autocast it is left alone. The swap is an instance attribute for the block only: nothing is pickled."""
-    if not torch.is_autocast_enabled(device_type):
-        yield
-        return
-
-    def forward(*args, **kwargs):
-        with torch.autocast(device_type, enabled=False):
-            return type(head).forward(head, *float_outputs(args), **kwargs)
-
-    head.forward = forward
-    try:
-        yield
-    finally:
-        del head.forward
 
 
 ETRAM_INPUT_HW = (384, 640)
