@@ -137,6 +137,7 @@ def run_one(key: str, data: Path, out: Path, s: dict, epochs: int, seed: int) ->
             lr0=1e-3,
             warmup_epochs=0,
             workers=2,
+            amp=False,  # float32 on every CPU, as the documented runs (amp=True would be bf16 where the CPU has it)
             imgsz=max(s["width"], s["height"]),
             project=str(out),
             name=key,

@@ -170,6 +170,7 @@ def test_bf16_val_of_the_pt_and_a_half_openvino_export_keep_the_fp32_ap(trained,
     shutil.copy(best, tmp_path / "best.pt")  # an export lands beside its weights: not over the fixture's fp32 export
     with contextlib.chdir(tmp_path):
         half = tmp_path / export_recurrent(str(tmp_path / "best.pt"), "openvino", quantize=16)
+    assert half.name == "best_half_openvino_model"  # its own folder: never over an fp32 IR in use
     from yolo_etram.nn.exported import StatefulOpenVINOModel
 
     assert StatefulOpenVINOModel(half).compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16"

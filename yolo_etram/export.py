@@ -241,7 +241,13 @@ class EventExporter(Exporter):
             return ov_model
 
         quiet = _quiet_nncf() if self.args.quantize == 8 else contextlib.nullcontext()
-        with patched(openvino, "torch2openvino", stateful_torch2openvino), quiet:
+        # a half export goes to <name>_half_openvino_model/ (stock Ultralytics shares fp32's folder), as INT8 goes to
+        # <name>_int8_openvino_model/: the folder names the precision, and exporting one precision never overwrites
+        # another's weight file, which OpenVINO maps while a model compiled from it runs (overwritten under a running
+        # process, it ends that process with SIGBUS)
+        half = self.file.with_name(f"{self.file.stem}_half{self.file.suffix}")
+        named = patched(self, "file", half) if self.args.quantize == 16 else contextlib.nullcontext()
+        with patched(openvino, "torch2openvino", stateful_torch2openvino), quiet, named:
             return super().export_openvino(prefix)
 
 
