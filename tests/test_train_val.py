@@ -12,6 +12,7 @@ from yolo_etram import EventYOLO
 from yolo_etram.integrations.ultralytics import patched
 from yolo_etram.metrics.plots import plot_validation_history
 from yolo_etram.metrics.prophesee import evaluate_folder
+from yolo_etram.val import ap_text
 
 TRAIN = dict(batch=2, workers=0, imgsz=128, plots=False, val=True, seed=0, deterministic=True, exist_ok=True)
 
@@ -268,3 +269,8 @@ def test_max_steps_with_accumulation_is_refused_in_one_line(tiny_events, tmp_pat
 
     with pytest.raises(UnsupportedOptionError, match="max_steps counts optimizer steps as batches; nbs=8"):
         EventYOLO("rvt-t.yaml").train(data=str(tiny_events), max_steps=5, nbs=8, project=str(tmp_path), **TRAIN)
+
+
+def test_the_log_says_when_coco_has_no_boxes_of_a_kind():
+    assert ap_text(0.12345) == "0.1235" and ap_text(0.0) == "0.0000"
+    assert ap_text(-1.0) == ap_text(float("nan")) == "n/a (no boxes)"  # COCO's -1: no large boxes, say

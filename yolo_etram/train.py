@@ -34,6 +34,7 @@ from yolo_etram.data.event_augment import EventAugConfig
 from yolo_etram.data.prepared import stored_size
 from yolo_etram.data.render import plot_batch
 from yolo_etram.data.sampler import Sampling
+from yolo_etram.data.small_sampling import SmallSampling
 from yolo_etram.data.train_args import TRAIN_ARGS
 from yolo_etram.integrations.ultralytics import (
     cpu_capable_autocast,
@@ -264,7 +265,13 @@ class EventTrainer(DetectionTrainer):
             hflip=self.args.fliplr,
             pin_memory=self.device.type == "cuda",
             events=EventAugConfig.from_args(self.args),
+            small=self._small_sampling() if mode == "train" else None,
         )
+
+    def _small_sampling(self) -> SmallSampling | None:
+        """The ``small_sampling`` train argument, with the data YAML's small group (``groups: {small: [...]}``)."""
+        small = (self.data.get("groups") or {}).get("small")
+        return SmallSampling.parse(getattr(self.args, "small_sampling", 0), small, str(self.args.data))
 
     def preprocess_batch(self, batch: dict) -> dict:
         self.batches_seen = getattr(self, "batches_seen", 0) + 1  # names the step if the loss goes non-finite

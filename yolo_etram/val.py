@@ -52,6 +52,12 @@ from yolo_etram.utils.sizes import round_up
 from yolo_etram.utils.threads import use_all_cpu_threads
 
 
+def ap_text(value) -> str:
+    """An AP for the log: COCO's -1 (no ground truth of that kind, e.g. no large boxes) and NaN say so instead."""
+    v = float(value)
+    return "n/a (no boxes)" if v < 0 or v != v else f"{v:.4f}"
+
+
 class EventDetMetrics(DetMetrics):
     """Ultralytics' detection metrics plus the Prophesee protocol's, which is the fitness (it picks ``best.pt``)."""
 
@@ -253,19 +259,19 @@ class EventValidator(DetectionValidator):
         r = self.prophesee
         LOGGER.info(
             "Prophesee protocol (RVT's evaluation; AP is COCO's at IoU 0.5:0.95): "
-            + ", ".join(f"{k} {r[k]:.4f}" for k in AP_KEYS)
-            + f", class-agnostic AP {r['AP_all']:.4f}"
+            + ", ".join(f"{k} {ap_text(r[k])}" for k in AP_KEYS)
+            + f", class-agnostic AP {ap_text(r['AP_all'])}"
         )
         if r.get("per_class"):
-            LOGGER.info("  per class AP: " + ", ".join(f"{n} {v:.4f}" for n, v in r["per_class"].items()))
-            etram = ", ".join(f"{n} {v:.4f}" for n, v in r["per_class_AP50"].items())
-            LOGGER.info(f"  eTraM paper's table (AP at IoU 0.5): All {r['agnostic']['AP_50']:.4f}, {etram}")
+            LOGGER.info("  per class AP: " + ", ".join(f"{n} {ap_text(v)}" for n, v in r["per_class"].items()))
+            etram = ", ".join(f"{n} {ap_text(v)}" for n, v in r["per_class_AP50"].items())
+            LOGGER.info(f"  eTraM paper's table (AP at IoU 0.5): All {ap_text(r['agnostic']['AP_50'])}, {etram}")
         if r.get("groups"):
-            LOGGER.info("  per group AP: " + ", ".join(f"{n} {v:.4f}" for n, v in r["groups"].items()))
+            LOGGER.info("  per group AP: " + ", ".join(f"{n} {ap_text(v)}" for n, v in r["groups"].items()))
         if r.get("subsets"):
             LOGGER.info(
                 "  by motion AP: "
-                + ", ".join(f"{n} {v['AP']:.4f} ({v['n_gt']} boxes)" for n, v in r["subsets"].items())
+                + ", ".join(f"{n} {ap_text(v['AP'])} ({v['n_gt']} boxes)" for n, v in r["subsets"].items())
             )
 
     def plot_val_samples(self, batch: dict, ni: int) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import numpy as np
 import torch
 from einops import rearrange
 from ultralytics.data.build import InfiniteDataLoader
+from ultralytics.utils import LOGGER
 
 from yolo_etram.utils.sizes import pad_to_multiple
 
@@ -22,6 +24,7 @@ from .augment import AugConfig
 from .dataset import EventClipDataset, collate_clips
 from .event_augment import EventAugConfig
 from .sampler import MixedSampler, RandomClipSampler, Sampling, StreamSampler
+from .small_sampling import SmallSampling, clip_weights, walks
 
 __all__ = [
     "build_event_dataset",
@@ -54,10 +57,11 @@ def build_sampler(
     rank: int = -1,
     hflip: float = 0.5,
     events: EventAugConfig | None = None,
+    small: SmallSampling | None = None,
 ):
     """Stream sampler for validation; the data YAML's ``sampling`` mode for training (rank-aware under DDP), with
-    RVT's augmentations (``hflip`` is the flip probability, Ultralytics' ``fliplr``) and the event-domain ones
-    (``events``, checked against the data's event settings)."""
+    RVT's augmentations (``hflip`` is the flip probability, Ultralytics' ``fliplr``), the event-domain ones
+    (``events``, checked against the data's event settings) and small-object sampling (``small``)."""
     import torch.distributed as dist
 
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -68,8 +72,11 @@ def build_sampler(
         events.check(dataset.settings, str(dataset.root))
     stream_aug = dataclasses.replace(AugConfig.stream(), hflip=hflip, events=events)
     random_aug = dataclasses.replace(AugConfig.random(), hflip=hflip, events=events)
+    weights, repeats = small_sampling_plan(dataset, data["sampling"], small)
     if data["sampling"] == Sampling.RANDOM:
-        return RandomClipSampler(dataset, batch_size, seed=seed, rank=rank, world_size=world, augment=random_aug)
+        return RandomClipSampler(
+            dataset, batch_size, seed=seed, rank=rank, world_size=world, augment=random_aug, weights=weights
+        )
     if data["sampling"] == Sampling.MIXED:
         return MixedSampler(
             dataset,
@@ -80,8 +87,34 @@ def build_sampler(
             world_size=world,
             stream_augment=stream_aug,
             random_augment=random_aug,
+            repeats=repeats,
+            weights=weights,
         )
-    return StreamSampler(dataset, batch_size, shuffle=True, seed=seed, rank=rank, world_size=world, augment=stream_aug)
+    return StreamSampler(
+        dataset, batch_size, shuffle=True, seed=seed, rank=rank, world_size=world, augment=stream_aug, repeats=repeats
+    )
+
+
+def small_sampling_plan(dataset: EventClipDataset, sampling: str, small: SmallSampling | None):
+    """Small-object sampling's random-clip weights and per-sequence walks (None where the mode has no such slots),
+    said in one line: what it weighs, how many clips or sequences it favours and how much longer an epoch gets."""
+    if small is None:
+        return None, None
+    counts = dataset.class_counts()
+    weights = repeats = None
+    parts = []
+    if sampling in (Sampling.RANDOM, Sampling.MIXED):
+        weights = clip_weights(dataset.random_clip_classes(), small, counts)
+        parts.append(f"random clips drawn by weight, {int((weights > 1).sum())} of {len(weights)} weigh more than 1")
+    if sampling in (Sampling.STREAM, Sampling.MIXED):
+        repeats = walks(clip_weights(dataset.sequence_classes(), small, counts))
+        clips = np.diff(np.asarray(dataset.stream_clip_ranges), axis=1).ravel()
+        parts.append(
+            f"streams keep whole sequences: {int((repeats > 1).sum())} of {len(repeats)} walked up to "
+            f"{int(repeats.max(initial=1))} times per epoch, {int(clips.sum())} -> {int((clips * repeats).sum())} clips"
+        )
+    LOGGER.info(f"small_sampling ({small.describe()}): " + "; ".join(parts))
+    return weights, repeats
 
 
 def build_event_dataloader(
@@ -95,13 +128,14 @@ def build_event_dataloader(
     hflip: float = 0.5,
     pin_memory: bool = False,
     events: EventAugConfig | None = None,
+    small: SmallSampling | None = None,
 ):
     """Ultralytics' ``InfiniteDataLoader`` over whole batches in the sampler's order (workers only load clips).
 
     Validation uses at most one slot per sequence (more would only pad) and loads in the main process."""
     if mode != "train":
         batch = max(1, min(batch, len(dataset.sequences)))
-    sampler = build_sampler(dataset, data, batch, mode, seed=seed, rank=rank, hflip=hflip, events=events)
+    sampler = build_sampler(dataset, data, batch, mode, seed=seed, rank=rank, hflip=hflip, events=events, small=small)
     return InfiniteDataLoader(
         dataset,
         batch_size=batch,

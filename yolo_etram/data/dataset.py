@@ -76,6 +76,15 @@ class _SequenceBoxes:
         self.window_frame = np.full(len(seq), -1, np.int64)
         self.window_frame[seq.frame_repr_idx] = np.arange(len(seq.frame_repr_idx))
 
+    def classes(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The distinct classes of the boxes in windows ``[start, stop)`` (all windows by default)."""
+        frames = self.window_frame[start:stop]
+        frames = frames[frames >= 0]
+        if not len(frames):
+            return np.zeros(0, np.int64)
+        rows = np.concatenate([np.arange(self.bounds[f], self.bounds[f + 1]) for f in frames])
+        return np.unique(self.boxes[rows, 0].astype(np.int64))
+
     def __call__(self, window: int) -> np.ndarray | None:
         f = self.window_frame[window]
         return None if f < 0 else self.boxes[self.bounds[f] : self.bounds[f + 1]].copy()
@@ -172,6 +181,19 @@ class EventClipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.clips_stream if self.sampling == Sampling.STREAM else self.clips_random)
+
+    def random_clip_classes(self) -> list[np.ndarray]:
+        """The classes of each random clip's labeled windows (small-object sampling weighs clips by them)."""
+        return [self._boxes[int(r["seq"])].classes(int(r["start"]), int(r["stop"])) for r in self.clips_random]
+
+    def sequence_classes(self) -> list[np.ndarray]:
+        """The classes of each sequence's labeled windows (small-object sampling weighs streams by them)."""
+        return [b.classes() for b in self._boxes]
+
+    def class_counts(self) -> np.ndarray:
+        """Boxes per class over every labeled window (``len(names)`` entries)."""
+        cls = np.concatenate([b.boxes[:, 0] for b in self._boxes]).astype(np.int64) if self._boxes else []
+        return np.bincount(cls, minlength=len(self.names))
 
     # ------------------------------------------------------------------------------------------------ items
     def window_boxes(self, seq_id: int, window: int) -> np.ndarray | None:

@@ -132,6 +132,8 @@ class StreamSampler(_EpochSampler):
             allowed: its window depends on the boxes of each clip and would differ between clips of one sequence.
         drop_incomplete: stop an epoch when the first slot runs out (no padded keys; the tails of the other slots
             are skipped for that epoch).
+        repeats: walks of each sequence per epoch (small-object sampling; default once each). Each walk is dealt
+            like a sequence of its own and starts from a fresh state, with its own augmentation draw.
 
     Usage:
         >>> sampler = StreamSampler(ds, batch_size=4, augment=True)
@@ -149,9 +151,13 @@ class StreamSampler(_EpochSampler):
         world_size: int = 1,
         augment: AugConfig | bool | None = False,
         drop_incomplete: bool = False,
+        repeats: np.ndarray | None = None,
     ):
         super().__init__(batch_size, seed, rank, world_size)
-        self.ranges = np.asarray(dataset.stream_clip_ranges, dtype=np.int64)  # (n_seq, 2): [first clip, stop)
+        ranges = np.asarray(dataset.stream_clip_ranges, dtype=np.int64)  # (n_seq, 2): [first clip, stop)
+        if repeats is not None:  # a sequence walked k times is k walks, each dealt like a sequence
+            ranges = np.repeat(ranges, np.asarray(repeats, np.int64), axis=0)
+        self.ranges = ranges
         self.clip_counts = self.ranges[:, 1] - self.ranges[:, 0]
         self.shuffle, self.drop_incomplete = shuffle, drop_incomplete
         self.augment = resolve_aug(augment, AugConfig.stream())
@@ -208,6 +214,8 @@ class RandomClipSampler(_EpochSampler):
     Args:
         dataset: an ``EventClipDataset`` (uses ``clips_random``).
         augment: True for RVT's random-access augmentation (with zoom-in), an :class:`AugConfig`, or False/None.
+        weights: one per clip (small-object sampling): each epoch then draws its clips with replacement, with
+            probability proportional to the weight, the draws of all ranks split between them.
 
     Usage:
         >>> sampler = RandomClipSampler(ds, batch_size=8, seed=0, augment=True)
@@ -221,9 +229,11 @@ class RandomClipSampler(_EpochSampler):
         rank: int = 0,
         world_size: int = 1,
         augment: AugConfig | bool | None = False,
+        weights: np.ndarray | None = None,
     ):
         super().__init__(batch_size, seed, rank, world_size)
         self.n_clips = len(dataset.clips_random)
+        self.p = None if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
         if self.n_clips < self.world_size:
             raise ValueError(f"{self.n_clips} random clips for {self.world_size} ranks: need at least one per rank")
         self.per_rank = self.n_clips // self.world_size
@@ -237,7 +247,11 @@ class RandomClipSampler(_EpochSampler):
         """``n`` keys of this rank for epoch ``epoch``: its shares of successive permutations (no repeat within one)."""
         ids = []
         for cycle in range(-(-n // self.per_rank)):
-            perm = np.random.default_rng([self.seed, epoch, 3, cycle]).permutation(self.n_clips)
+            rng = np.random.default_rng([self.seed, epoch, 3, cycle])
+            if self.p is None:
+                perm = rng.permutation(self.n_clips)
+            else:  # weighted, with replacement: the same draws on every rank, each rank its share
+                perm = rng.choice(self.n_clips, size=self.per_rank * self.world_size, p=self.p)
             ids.extend(perm[self.rank :: self.world_size][: self.per_rank].tolist())
         ids = ids[:n]
         if self.augment is None:
@@ -276,6 +290,8 @@ class MixedSampler(_EpochSampler):
         augment: bool = False,
         stream_augment: AugConfig | None = None,
         random_augment: AugConfig | None = None,
+        repeats: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
     ):
         super().__init__(batch_size, seed, rank, world_size)
         if not 0 <= random_fraction <= 1:
@@ -287,12 +303,14 @@ class MixedSampler(_EpochSampler):
         stream_aug = stream_augment or (AugConfig.stream() if augment else None)
         random_aug = random_augment or (AugConfig.random() if augment else None)
         self.stream = (
-            StreamSampler(dataset, self.n_stream, shuffle, seed, rank, world_size, stream_aug)
+            StreamSampler(dataset, self.n_stream, shuffle, seed, rank, world_size, stream_aug, repeats=repeats)
             if self.n_stream
             else None
         )
         self.random = (
-            RandomClipSampler(dataset, self.n_random, seed, rank, world_size, random_aug) if self.n_random else None
+            RandomClipSampler(dataset, self.n_random, seed, rank, world_size, random_aug, weights=weights)
+            if self.n_random
+            else None
         )
 
     @property
