@@ -114,7 +114,7 @@ def test_item_one_read_padding_and_labels(ds, monkeypatch):
             assert item["labeled"][t]
             ref = np.stack([raw["class_id"], raw["x"], raw["y"], raw["x"] + raw["w"], raw["y"] + raw["h"]], 1)
             np.testing.assert_allclose(item["labels"][t][:, :5], ref.astype(np.float32))
-            assert item["labels"][t].shape[1] == 7  # + motion code and seconds stopped (UNKNOWN, 0 without motion file)
+            assert item["labels"][t].shape[1] == 8  # + motion code, seconds stopped (UNKNOWN, 0 without motion), track
     assert all(b is None for b in item["labels"][n:])
     # a plain (clip, aug) tuple and a ClipKey read the same clip; the key may override is_first
     assert torch.equal(ds[(last, None)]["img"], item["img"]) and ds[ClipKey(last, is_first=True)]["is_first"]

@@ -416,6 +416,10 @@ def test_imported_model_exports_with_states(rvt_ckpt, tmp_path):
     model = EventYOLO(out)
     with contextlib.chdir(tmp_path):
         f = tmp_path / export_recurrent(model, "onnx", imgsz=(96, 128))
+    import onnxruntime
+
+    meta = onnxruntime.InferenceSession(str(f)).get_modelmeta().custom_metadata_map
+    assert meta["yolox_score"] == "obj_cls"  # what rvt_eval reads from an export
     runner = StatefulOnnxModel(f)
     net = model.model.eval()
     net.reset_states()

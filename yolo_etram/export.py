@@ -164,10 +164,14 @@ class EventExporter(Exporter):
         return data_item if self.recurrent else super()._transform_fn(data_item)
 
     def _record_event_settings(self) -> None:
-        """Put the model's event settings (how windows are built) into the export's metadata."""
+        """Put the model's event settings (how windows are built) into the export's metadata, and a YOLOX head's
+        score (``yolox_score``: ``obj_cls`` or ``cls``; ``rvt_eval`` reads it)."""
         event = getattr(self.model, "yaml", {}).get("event")
         if event:
             self.metadata["event"] = json.dumps(event)
+        head = self.model.model[-1] if hasattr(self.model, "model") else None
+        if isinstance(getattr(head, "score", None), str):
+            self.metadata["yolox_score"] = head.score
 
     def export_onnx(self, prefix=colorstr("ONNX:")):  # noqa: B008
         """Stock ``export_onnx`` tracing ``(images, *states) -> (output0, *new_states)`` for recurrent models."""

@@ -43,6 +43,7 @@ from yolo_etram.metrics.prophesee import (
     save_sequence_npy,
     to_eval_boxes,
 )
+from yolo_etram.nn import rvt_eval
 from yolo_etram.nn.detection_model import find_event_model, set_partition
 from yolo_etram.nn.exported import ExportedClipModel, install_state_runner
 from yolo_etram.nn.inference_precision import apply_inference_precision
@@ -155,6 +156,12 @@ class EventValidator(DetectionValidator):
             self.args.quantize = 16
         self.native = find_event_model(model)
         self.exported = None if self.native is not None else ExportedClipModel(model, self.dataloader)
+        self.rvt_head = None
+        if getattr(self.args, "rvt_eval", False):  # RVT's thresholds, and its NMS on a YOLOX head's raw outputs
+            if self.native is None:
+                rvt_eval.check_export(getattr(model, "metadata", None), self.args.model)
+            rvt_eval.apply_preset(self.args)
+            self.rvt_head = rvt_eval.yolox_head(self.native)
         if self.native is not None and self.data.get("partition"):
             set_partition(self.native, self.data["partition"])
         use_all_cpu_threads(self.device)
@@ -177,6 +184,13 @@ class EventValidator(DetectionValidator):
 
     def pred_to_json(self, predn: dict, pbatch: dict) -> None:
         """COCO-json predictions do not apply: ``save_json`` writes per-sequence Prophesee ``.npy`` files instead."""
+
+    def postprocess(self, preds) -> list[dict]:
+        """Ultralytics' NMS; under ``rvt_eval`` on a YOLOX head, RVT's postprocess (:mod:`yolo_etram.nn.rvt_eval`)."""
+        _, raw = rvt_eval.split_raw(preds)
+        if self.rvt_head is not None and raw is not None:
+            return rvt_eval.rvt_detections(self.rvt_head, raw, self.args.conf, self.args.iou)
+        return super().postprocess(preds)
 
     def _prepare_batch(self, si: int, batch: dict) -> dict:
         return super()._prepare_batch(si, {**batch, "img": frames(batch["img"])})

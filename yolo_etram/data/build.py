@@ -172,14 +172,15 @@ def frames(img: torch.Tensor) -> torch.Tensor:
 
 
 def boxes_on_frames(batch: dict, keep: torch.Tensor) -> dict:
-    """The per-box entries (``cls``, ``bboxes``, ``batch_idx``, and ``motion`` when present) of the frames where
-    ``keep`` (bool, one per frame ``b * T + t``) is True, with ``batch_idx`` renumbered to the kept frames' order."""
+    """The per-box entries (``cls``, ``bboxes``, ``batch_idx``, and ``motion``, ``track`` when present) of the frames
+    where ``keep`` (bool, one per frame ``b * T + t``) is True, with ``batch_idx`` renumbered to the kept frames'
+    order."""
     keep = keep.to(torch.bool)
     batch_idx = batch["batch_idx"].long().to(keep.device)
     on_kept = keep[batch_idx]
     new_index = torch.cumsum(keep, 0) - 1
     out = {"batch_idx": new_index[batch_idx[on_kept]].to(batch["batch_idx"].dtype)}
-    for k in ("cls", "bboxes", "motion"):
+    for k in ("cls", "bboxes", "motion", "track"):
         if k in batch:
             out[k] = batch[k][on_kept.to(batch[k].device)]
     return out

@@ -47,10 +47,12 @@ RANDOM_CLIP = np.dtype([("seq", "<i4"), ("start", "<i8"), ("stop", "<i8")])
 
 
 class _SequenceBoxes:
-    """All boxes of one sequence as ``[cls, x1, y1, x2, y2, motion, still_s]`` float32 rows, looked up by window.
+    """All boxes of one sequence as ``[cls, x1, y1, x2, y2, motion, still_s, track]`` float32 rows, looked up by window.
 
     ``motion`` is a :mod:`.motion` code (``UNKNOWN`` without motion ground truth) and ``still_s`` the seconds since a
-    stopped object last moved; both ride along through augmentation and reach the batch as ``motion``."""
+    stopped object last moved; both ride along through augmentation and reach the batch as ``motion``. ``track`` is
+    the box's ``track_id`` made dense within the sequence (0, 1, ...; exact in float32), -1 where the labels have
+    none; it reaches the batch as ``track`` (the temporal consistency loss pairs boxes by it)."""
 
     def __init__(self, seq: PreparedSequence, class_lut: np.ndarray | None):
         labels = seq.labels.copy()
@@ -68,10 +70,13 @@ class _SequenceBoxes:
         if seq.motion is not None:
             all_codes, all_still = motion_columns(seq.motion)
             codes, still = all_codes[b["row"]].astype(np.float32), all_still[b["row"]]
+        track = np.full(len(b), -1, np.int64)
+        if "track_id" in b.dtype.names and len(b):
+            track = np.unique(b["track_id"], return_inverse=True)[1].reshape(-1)
         x, y = b["x"].astype(np.float32), b["y"].astype(np.float32)
-        self.boxes = np.stack([cls.astype(np.float32), x, y, x + b["w"], y + b["h"], codes, still], 1).astype(
-            np.float32
-        )
+        self.boxes = np.stack(
+            [cls.astype(np.float32), x, y, x + b["w"], y + b["h"], codes, still, track.astype(np.float32)], 1
+        ).astype(np.float32)
         self.bounds = np.searchsorted(frame, np.arange(len(bounds)))  # rows of frame f: bounds[f]:bounds[f+1]
         self.window_frame = np.full(len(seq), -1, np.int64)
         self.window_frame[seq.frame_repr_idx] = np.arange(len(seq.frame_repr_idx))
@@ -294,14 +299,15 @@ def collate_clips(items: list[dict]) -> dict:
     """Stack B clip items into an Ultralytics-style batch of B*T frames (frame ``b * T + t``).
 
     Returns ``img`` uint8 (B, T, C, H, W); ``cls`` (N, 1), ``bboxes`` (N, 4) normalised xywh (stored H, W),
-    ``motion`` (N, 2) (motion code, seconds stopped; see :mod:`.motion`) and ``batch_idx`` (N,) float32 over all labeled
-    frames; ``labeled``, ``padded``, ``window_idx``, ``window_t`` (B*T,);
-    ``is_first``, ``seq_id`` (B,); per-frame lists ``im_file`` (``"<sequence>:<window>"``, ``"<pad>"`` for padded
-    frames), ``ori_shape``, ``resized_shape`` and ``ratio_pad`` (pad-only: ``((1.0, 1.0), (0.0, 0.0))``).
+    ``motion`` (N, 2) (motion code, seconds stopped; see :mod:`.motion`), ``track`` (N,) (dense track id within the
+    sequence, -1: none) and ``batch_idx`` (N,) float32 over all labeled frames; ``labeled``, ``padded``,
+    ``window_idx``, ``window_t`` (B*T,); ``is_first``, ``seq_id`` (B,); per-frame lists ``im_file``
+    (``"<sequence>:<window>"``, ``"<pad>"`` for padded frames), ``ori_shape``, ``resized_shape`` and ``ratio_pad``
+    (pad-only: ``((1.0, 1.0), (0.0, 0.0))``).
     """
     T = len(items[0]["labels"])
     hw = tuple(items[0]["hw"])
-    cls, boxes, idx, motion = [], [], [], []
+    cls, boxes, idx, motion, track = [], [], [], [], []
     for b, item in enumerate(items):
         for t, lab in enumerate(item["labels"]):
             if lab is not None and len(lab):
@@ -309,6 +315,7 @@ def collate_clips(items: list[dict]) -> dict:
                 boxes.append(xyxy2xywhn(lab[:, 1:5], w=hw[1], h=hw[0]))
                 idx.append(np.full(len(lab), b * T + t, np.float32))
                 motion.append(lab[:, 5:7] if lab.shape[1] >= 7 else np.tile([[UNKNOWN, 0.0]], (len(lab), 1)))
+                track.append(lab[:, 7] if lab.shape[1] >= 8 else np.full(len(lab), -1, np.float32))
     im_file = [
         f"{item['seq_name']}:{int(w)}" if not p else "<pad>"
         for item in items
@@ -321,6 +328,7 @@ def collate_clips(items: list[dict]) -> dict:
         "bboxes": torch.from_numpy(np.concatenate(boxes)) if boxes else torch.zeros((0, 4)),
         "batch_idx": torch.from_numpy(np.concatenate(idx)) if idx else torch.zeros(0),
         "motion": torch.from_numpy(np.concatenate(motion).astype(np.float32)) if motion else torch.zeros((0, 2)),
+        "track": torch.from_numpy(np.concatenate(track).astype(np.float32)) if track else torch.zeros(0),
         "labeled": torch.cat([item["labeled"] for item in items]),
         "padded": torch.cat([item["padded"] for item in items]),
         "is_first": torch.tensor([item["is_first"] for item in items], dtype=torch.bool),

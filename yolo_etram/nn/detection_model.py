@@ -199,15 +199,22 @@ class EventDetectionModel(DetectionModel):
 
     def init_criterion(self):
         """RVT's YOLOX loss for a YOLOX head (rvt-*-yolox.yaml), Ultralytics' own otherwise; either size-aware when
-        the YAML has a ``size_aware`` entry (see :mod:`yolo_etram.nn.size_aware_loss`)."""
+        the YAML has a ``size_aware`` entry (see :mod:`yolo_etram.nn.size_aware_loss`), mining hard negatives with the
+        train argument ``hard_negatives`` (:mod:`yolo_etram.nn.hard_negatives`), with a temporal consistency term with
+        ``temporal_consistency`` (:mod:`yolo_etram.nn.temporal_consistency`)."""
+        from yolo_etram.nn.hard_negatives import HardNegatives, make_hard_negative
         from yolo_etram.nn.size_aware_loss import make_size_aware
+        from yolo_etram.nn.temporal_consistency import gain_from_args, make_temporal_consistency
         from yolo_etram.nn.yolox_head import YOLOXDetect
 
+        args = getattr(self, "args", None)
+        mining, tc = HardNegatives.from_args(args), gain_from_args(args)
         if isinstance(self.model[-1], YOLOXDetect):
             from yolo_etram.nn.yolox_loss import YOLOXLoss
 
-            return YOLOXLoss(self, size_aware=self.yaml.get("size_aware"))
-        return make_size_aware(super().init_criterion(), self.yaml.get("size_aware"))
+            return YOLOXLoss(self, self.yaml.get("size_aware"), hard_negatives=mining, temporal_consistency=tc)
+        criterion = make_hard_negative(make_size_aware(super().init_criterion(), self.yaml.get("size_aware")), mining)
+        return make_temporal_consistency(criterion, tc)
 
     def loss(self, batch: dict, preds=None):
         """Detection loss on the labeled frames only: an unlabeled window is not a negative example.
@@ -230,10 +237,12 @@ class EventDetectionModel(DetectionModel):
         keep = labeled.to(preds["scores"].device, torch.bool)
         if not keep.any():  # nothing labeled in this batch: a zero loss that keeps the graph
             zero = preds["scores"].sum() * 0.0
-            return zero.repeat(3), {k: torch.zeros((), device=zero.device) for k in self.criterion.loss_names}
+            names = self.criterion.loss_names
+            return zero.repeat(len(names)), {k: torch.zeros((), device=zero.device) for k in names}
         sel = {k: v[keep] for k, v in preds.items() if k != "feats"}
         sel["feats"] = [f[keep] for f in preds["feats"]]
-        return self.criterion.loss(sel, {**batch, **boxes_on_frames(batch, keep)})
+        clips = {"frames": keep.nonzero().squeeze(1), "windows": len(keep) // max(len(batch.get("is_first", [])), 1)}
+        return self.criterion.loss(sel, {**batch, **boxes_on_frames(batch, keep), **clips})
 
 
 ETRAM_INPUT_HW = (384, 640)

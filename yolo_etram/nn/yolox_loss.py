@@ -12,6 +12,11 @@ With ``size_aware`` (``{a, tau}``, :mod:`yolo_etram.nn.size_aware_loss`) every g
 and each positive anchor's IoU, objectness and class terms are multiplied by its box's weight (negative anchors keep
 weight 1; the divisor stays the number of positives). A batch of equal-size boxes gives RVT's loss exactly.
 
+With ``hard_negatives`` (:mod:`yolo_etram.nn.hard_negatives`) the objectness BCE of the hardest negative anchors of
+the stride <= 8 levels weighs ``weight``: the YOLOX head learns background through objectness only. With
+``temporal_consistency`` (:mod:`yolo_etram.nn.temporal_consistency`) a fourth term, ``tc_loss``, asks a track's score
+``σ(obj)·σ(cls)`` to agree between consecutive labeled windows.
+
 Usage:
     >>> criterion = YOLOXLoss(model)  # model.model[-1] is a YOLOXDetect
     >>> loss, items = criterion(model(batch["img"]), batch)  # loss: (iou, obj, cls) x batch size
@@ -24,7 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ultralytics.utils.tal import make_anchors
 
+from yolo_etram.nn.hard_negatives import HardNegatives, fine_anchors, hard_negative_weights
 from yolo_etram.nn.size_aware_loss import box_weights, size_config
+from yolo_etram.nn.temporal_consistency import LOSS_NAME, consistency, track_pairs
 from yolo_etram.nn.yolox_head import decode_boxes
 
 __all__ = ["YOLOXLoss", "iou_cxcywh", "simota_assign"]
@@ -113,8 +120,17 @@ class YOLOXLoss:
     center_radius = 1.5
     topk = 10
 
-    def __init__(self, model: nn.Module, size_aware: dict | bool | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        size_aware: dict | bool | None = None,
+        hard_negatives: HardNegatives | None = None,
+        temporal_consistency: float = 0.0,
+    ):
         head = model.model[-1]
+        self.hard_negatives, self.tc_gain = hard_negatives, float(temporal_consistency)
+        if self.tc_gain > 0:
+            self.loss_names = (*type(self).loss_names, LOSS_NAME)
         self.nc = head.nc
         self.stride = head.stride
         self.bce = nn.BCEWithLogitsLoss(reduction="none")
@@ -150,12 +166,12 @@ class YOLOXLoss:
         )
 
         fg = torch.zeros(n, boxes.shape[1], dtype=torch.bool, device=device)
-        reg_targets, cls_targets, pos_w = [], [], []
+        reg_targets, cls_targets, pos_w, pos_rows, pos_q = [], [], [], [], []
         for i in range(n):
             sel = idx == i
             if not sel.any():
                 continue
-            fg[i], gt_index, iou = simota_assign(
+            pos, gt_index, iou = simota_assign(
                 gt_box[sel],
                 gt_cls[sel],
                 boxes[i].detach(),
@@ -166,9 +182,14 @@ class YOLOXLoss:
                 self.center_radius,
                 self.topk,
             )
+            fg[i] = pos
             reg_targets.append(gt_box[sel][gt_index])
             cls_targets.append(F.one_hot(gt_cls[sel][gt_index].long(), self.nc).float() * iou.unsqueeze(-1))
             pos_w.append(box_w[sel][gt_index])
+            if self.tc_gain > 0:  # each positive's score of its box's class, for the box's mean score
+                pos_rows.append(sel.nonzero().squeeze(1)[gt_index])
+                c = gt_cls[sel][gt_index].long().view(-1, 1)
+                pos_q.append(obj[i][pos].sigmoid().squeeze(-1) * cls[i][pos].sigmoid().gather(1, c).squeeze(1))
         num_fg = max(int(fg.sum()), 1)
         reg_t = torch.cat(reg_targets) if reg_targets else boxes.new_zeros(0, 4)
         cls_t = torch.cat(cls_targets) if cls_targets else boxes.new_zeros(0, self.nc)
@@ -179,6 +200,25 @@ class YOLOXLoss:
             w, w_obj = torch.cat(pos_w), torch.ones_like(fg, dtype=torch.float32)
             w_obj[fg] = w
             loss_iou, loss_cls, loss_obj = loss_iou * w, loss_cls * w, loss_obj * w_obj.reshape(-1, 1)
+        if self.hard_negatives is not None:  # the hardest background anchors of the fine levels weigh more
+            hn, fine = self.hard_negatives, fine_anchors(feats, stride)
+            w_neg = hard_negative_weights(loss_obj.view(n, -1), ~fg, fine, hn.ratio, hn.weight)
+            loss_obj = loss_obj * w_neg.reshape(-1, 1)
         loss_iou, loss_obj, loss_cls = (t.sum() / num_fg for t in (loss_iou, loss_obj, loss_cls))
-        loss = torch.stack((self.iou_weight * loss_iou, loss_obj, loss_cls))
+        terms = [self.iou_weight * loss_iou, loss_obj, loss_cls]
+        if self.tc_gain > 0:
+            terms.append(self.tc_gain * self._temporal(batch, pos_rows, pos_q, len(gt_cls), cls))
+        loss = torch.stack(terms)
         return loss * n, dict(zip(self.loss_names, loss.detach()))
+
+    @staticmethod
+    def _temporal(batch: dict, rows: list, q: list, n_boxes: int, cls: torch.Tensor) -> torch.Tensor:
+        """``L_tc`` from each box's mean positive score (0 without pairs, tracks or clip frames)."""
+        if not rows or "track" not in batch or "frames" not in batch:
+            return cls.sum() * 0.0
+        rows, q = torch.cat(rows), torch.cat(q)
+        total = torch.zeros(n_boxes, device=q.device).index_add(0, rows, q)
+        count = torch.zeros(n_boxes, device=q.device).index_add(0, rows, torch.ones_like(q))
+        idx, device = batch["batch_idx"].long().view(-1).to(q.device), q.device
+        pairs = track_pairs(idx, batch["track"].to(device), batch["frames"].to(device), batch["windows"])
+        return consistency(total / count.clamp(min=1), count > 0, pairs)
