@@ -48,6 +48,7 @@ from yolo_etram.metrics.plots import plot_validation_history
 from yolo_etram.metrics.prophesee import PROPHESEE_COLUMNS, etram_columns
 from yolo_etram.metrics.records import reset_peak_memory, write_record
 from yolo_etram.nn.detection_model import EventDetectionModel, load_model_yaml, set_partition
+from yolo_etram.nn.distillation import EventDistillationModel
 from yolo_etram.nn.exported import traced_graph
 from yolo_etram.nn.size_aware_loss import BUCKETS, feedback_update, set_bucket_weights, size_config
 from yolo_etram.utils import distributed
@@ -324,7 +325,7 @@ class EventTrainer(DetectionTrainer):
         model = unwrap_model(self.model)
         if getattr(model, "criterion", None) is None:  # the loss names are the criterion's (dfl or l1, YOLOX's)
             model.criterion = model.init_criterion()
-        self.loss_names = tuple(model.criterion.loss_names)
+        self.loss_names = tuple(model.criterion.loss_names) + (("dis_loss",) if self.args.distill_model else ())
         return EventValidator(self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks)
 
     def optimizer_step(self):
@@ -384,9 +385,17 @@ class EventTrainer(DetectionTrainer):
         if RANK > 0:
             return
         self.validated_epoch = self.epoch + 1  # Ultralytics reports best.pt's metrics as epoch + 1
+        if isinstance(wrapper := unwrap_model(self.model), EventDistillationModel):
+            LOGGER.info(wrapper.describe_cost())
         with validating_alone(self):
             super().final_eval()
         LOGGER.info(f"Experiment record: {write_record(self)}")
+
+    def setup_model(self):
+        import ultralytics.engine.trainer as engine
+
+        with patched(engine, "DistillationModel", EventDistillationModel):  # a resumed distillation too
+            return super().setup_model()
 
     def auto_batch(self):
         raise UnsupportedOptionError("AutoBatch is not supported for event streams: give batch >= 1 (stream slots)")
@@ -399,6 +408,7 @@ class EventTrainer(DetectionTrainer):
         with (
             patched(engine, "check_amp", offline_amp_check),
             patched(torch.nn.parallel, "DistributedDataParallel", _DistributedDataParallel),
+            patched(engine, "DistillationModel", EventDistillationModel),  # distill_model= for recurrent teachers
         ):
             super()._setup_train()
         self._adapt_logger_callbacks()

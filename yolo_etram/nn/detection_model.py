@@ -299,14 +299,15 @@ def _positional_args(name: str, args: list, extra: dict) -> list:
 
 
 def find_event_model(model) -> EventDetectionModel | None:
-    """The ``EventDetectionModel`` inside a model, EMA copy, DDP wrapper or ``AutoBackend``, if any."""
+    """The ``EventDetectionModel`` inside a model, EMA copy, DDP wrapper, ``AutoBackend`` or distillation wrapper (the
+    student), if any."""
     seen = set()
     m = unwrap_model(model)
     while m is not None and id(m) not in seen:
         if isinstance(m, EventDetectionModel):
             return m
         seen.add(id(m))
-        m = getattr(m, "backend", None) or getattr(m, "model", None)
+        m = getattr(m, "backend", None) or getattr(m, "student_model", None) or getattr(m, "model", None)
         if isinstance(m, torch.nn.Sequential):
             return None
     return None
