@@ -25,7 +25,7 @@ from yolo_etram.utils.paths import find_cfg
 
 __all__ = ["EventYOLO"]
 
-register_train_args(TRAIN_ARGS)  # ours (event augmentation, max_steps) pass Ultralytics' argument check
+register_train_args(TRAIN_ARGS)  # ours (data/train_args.py) pass Ultralytics' argument check
 
 
 def __getattr__(name: str):

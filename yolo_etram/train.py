@@ -58,7 +58,7 @@ from yolo_etram.utils.precision import BF16_HARDWARE, cpu_bf16, cpu_name, requir
 from yolo_etram.utils.sizes import round_up
 from yolo_etram.utils.threads import use_all_cpu_threads
 
-register_train_args(TRAIN_ARGS)  # ours: the event-domain augmentation (suppress_polarity=...), max_steps
+register_train_args(TRAIN_ARGS)  # ours (data/train_args.py) pass Ultralytics' argument check
 
 # Event-appropriate defaults; any of them given by the user wins.
 EVENT_TRAIN_DEFAULTS = dict(

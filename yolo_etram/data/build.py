@@ -100,7 +100,7 @@ def small_sampling_plan(dataset: EventClipDataset, sampling: str, small: SmallSa
     said in one line: what it weighs, how many clips or sequences it favours and how much longer an epoch gets."""
     if small is None:
         return None, None
-    counts = dataset.class_counts()
+    counts = dataset.class_counts() if small.factor is None else None  # inverse class frequency needs the counts
     weights = repeats = None
     parts = []
     if sampling in (Sampling.RANDOM, Sampling.MIXED):

@@ -72,8 +72,9 @@ class SmallSampling:
         return f"x{self.factor:g} for clips holding small classes {list(self.small)}"
 
 
-def clip_weights(classes: Sequence[np.ndarray], spec: SmallSampling, counts: np.ndarray) -> np.ndarray:
-    """One weight per clip (or sequence) from the classes it holds; ``counts[c]``: training boxes of class ``c``."""
+def clip_weights(classes: Sequence[np.ndarray], spec: SmallSampling, counts: np.ndarray | None = None) -> np.ndarray:
+    """One weight per clip (or sequence) from the classes it holds; ``counts[c]``: training boxes of class ``c``
+    (needed by inverse class frequency only)."""
     out = np.ones(len(classes), np.float64)
     if spec.factor is not None:
         small = np.asarray(spec.small)

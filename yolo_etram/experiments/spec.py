@@ -210,7 +210,7 @@ def check_train_args(args: dict, where: str) -> None:
     from yolo_etram.data.train_args import TRAIN_ARGS
     from yolo_etram.integrations.ultralytics import register_train_args
 
-    register_train_args(TRAIN_ARGS)  # ours (event augmentation, max_steps) are train arguments too
+    register_train_args(TRAIN_ARGS)  # ours (data/train_args.py) pass Ultralytics' argument check
     if reserved := sorted(k for k in args if k in RESERVED):
         raise ExperimentError(f"{where}: {reserved} are set by the ablation for every run; remove them")
     if unknown := sorted(k for k in args if k not in DEFAULT_CFG_DICT):

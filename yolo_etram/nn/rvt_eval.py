@@ -31,7 +31,10 @@ NO_CAP = 1_000_000
 
 
 def apply_preset(args) -> None:
-    """Set RVT's thresholds on validation arguments (``conf``, ``iou``, ``max_det``) and say so in one line."""
+    """Set RVT's thresholds on validation arguments (``conf``, ``iou``, ``max_det``) and say so in one line (once: a
+    training run validates with the same arguments every epoch)."""
+    if (args.conf, args.iou, args.max_det) == (CONF, IOU, NO_CAP):
+        return
     args.conf, args.iou, args.max_det = CONF, IOU, NO_CAP
     LOGGER.info(f"rvt_eval: RVT's evaluation: conf {CONF} on obj*cls, class-aware NMS IoU {IOU}, no max_det cap")
 

@@ -72,18 +72,18 @@ def consistency(q: torch.Tensor, has: torch.Tensor, pairs: torch.Tensor) -> torc
     return (q[p[:, 0]] - q[p[:, 1]]).pow(2).mean()
 
 
-def box_scores(scores: torch.Tensor, fg: torch.Tensor, gt_index: torch.Tensor, gt_cls: torch.Tensor, offsets):
-    """``q`` ``(G,)`` and ``has`` ``(G,)`` for Ultralytics' loss: the mean ``σ(score)`` of each box's class over its
-    anchors. ``scores`` ``(N, A, nc)`` logits, ``fg`` ``(N, A)``, ``gt_index`` ``(N, A)`` the box of each anchor within
-    its image, ``offsets`` ``(N,)`` the first box row of each image."""
-    n_img, anchors = fg.nonzero(as_tuple=True)
-    rows = offsets[n_img] + gt_index[n_img, anchors].long()
-    cls = gt_cls.long().view(-1)[rows]
-    s = scores[n_img, anchors, cls].float().sigmoid()
-    g = len(gt_cls)
-    total = torch.zeros(g, device=scores.device).index_add(0, rows, s)
-    count = torch.zeros(g, device=scores.device).index_add(0, rows, torch.ones_like(s))
-    return total / count.clamp(min=1), count > 0
+def temporal_loss(batch: dict, rows: torch.Tensor, scores: torch.Tensor, n_boxes: int, like: torch.Tensor):
+    """``L_tc`` of a batch from its positive anchors, whichever head: ``rows`` ``(P,)`` the ground-truth box of each
+    positive, ``scores`` ``(P,)`` its predicted score of that box's class; a box's ``q`` is the mean over its
+    positives. A graph-keeping 0 (from ``like``) without positives, tracks or clip frames (``frames``, ``windows``)."""
+    if not len(rows) or "track" not in batch or "frames" not in batch:
+        return like.sum() * 0.0
+    device = scores.device
+    total = torch.zeros(n_boxes, device=device).index_add(0, rows, scores.float())
+    count = torch.zeros(n_boxes, device=device).index_add(0, rows, torch.ones_like(scores, dtype=torch.float32))
+    idx = batch["batch_idx"].to(device).long().view(-1)
+    pairs = track_pairs(idx, batch["track"].to(device), batch["frames"].to(device), batch["windows"])
+    return consistency(total / count.clamp(min=1), count > 0, pairs)
 
 
 class TemporalConsistency:
@@ -116,16 +116,16 @@ class TemporalConsistency:
 
 
 def temporal_term(preds: dict, batch: dict, fg: torch.Tensor, gt_index: torch.Tensor) -> torch.Tensor:
-    """``L_tc`` of a batch under Ultralytics' assignment (0 without tracks or without clip frames)."""
-    scores = preds["scores"].permute(0, 2, 1)
-    if "track" not in batch or "frames" not in batch or not len(batch["cls"]):
-        return scores.sum() * 0.0
+    """``L_tc`` under Ultralytics' assignment: ``fg`` ``(N, A)`` positives, ``gt_index`` ``(N, A)`` the box of each
+    anchor within its image (boxes are in image order, so a box's row is its image's first row plus that index)."""
+    scores = preds["scores"]  # (N, nc, A) logits
     idx = batch["batch_idx"].to(scores.device).long().view(-1)
-    offsets = torch.zeros(scores.shape[0] + 1, dtype=torch.long, device=scores.device)
-    offsets.index_add_(0, idx + 1, torch.ones_like(idx))
-    q, has = box_scores(scores, fg, gt_index, batch["cls"].to(scores.device), offsets.cumsum(0)[:-1])
-    pairs = track_pairs(idx, batch["track"].to(scores.device), batch["frames"].to(scores.device), batch["windows"])
-    return consistency(q, has, pairs)
+    first = torch.zeros(scores.shape[0] + 1, dtype=torch.long, device=scores.device)
+    first = first.index_add(0, idx + 1, torch.ones_like(idx)).cumsum(0)[:-1]
+    image, anchor = fg.nonzero(as_tuple=True)
+    rows = first[image] + gt_index[image, anchor].long()
+    cls = batch["cls"].to(scores.device).long().view(-1)[rows]
+    return temporal_loss(batch, rows, scores[image, cls, anchor].sigmoid(), len(idx), scores)
 
 
 def make_temporal_consistency(criterion, gain: float):

@@ -31,7 +31,7 @@ from ultralytics.utils.tal import make_anchors
 
 from yolo_etram.nn.hard_negatives import HardNegatives, fine_anchors, hard_negative_weights
 from yolo_etram.nn.size_aware_loss import box_weights, size_config
-from yolo_etram.nn.temporal_consistency import LOSS_NAME, consistency, track_pairs
+from yolo_etram.nn.temporal_consistency import LOSS_NAME, temporal_loss
 from yolo_etram.nn.yolox_head import decode_boxes
 
 __all__ = ["YOLOXLoss", "iou_cxcywh", "simota_assign"]
@@ -207,18 +207,7 @@ class YOLOXLoss:
         loss_iou, loss_obj, loss_cls = (t.sum() / num_fg for t in (loss_iou, loss_obj, loss_cls))
         terms = [self.iou_weight * loss_iou, loss_obj, loss_cls]
         if self.tc_gain > 0:
-            terms.append(self.tc_gain * self._temporal(batch, pos_rows, pos_q, len(gt_cls), cls))
+            rows, q = (torch.cat(t) if t else cls.new_zeros(0) for t in (pos_rows, pos_q))
+            terms.append(self.tc_gain * temporal_loss(batch, rows.long(), q, len(gt_cls), cls))
         loss = torch.stack(terms)
         return loss * n, dict(zip(self.loss_names, loss.detach()))
-
-    @staticmethod
-    def _temporal(batch: dict, rows: list, q: list, n_boxes: int, cls: torch.Tensor) -> torch.Tensor:
-        """``L_tc`` from each box's mean positive score (0 without pairs, tracks or clip frames)."""
-        if not rows or "track" not in batch or "frames" not in batch:
-            return cls.sum() * 0.0
-        rows, q = torch.cat(rows), torch.cat(q)
-        total = torch.zeros(n_boxes, device=q.device).index_add(0, rows, q)
-        count = torch.zeros(n_boxes, device=q.device).index_add(0, rows, torch.ones_like(q))
-        idx, device = batch["batch_idx"].long().view(-1).to(q.device), q.device
-        pairs = track_pairs(idx, batch["track"].to(device), batch["frames"].to(device), batch["windows"])
-        return consistency(total / count.clamp(min=1), count > 0, pairs)
