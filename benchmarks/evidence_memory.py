@@ -54,7 +54,7 @@ def parse_args(argv=None):
         "--models",
         default="recurrent,reset,yolov8n",
         help="comma-separated runs: recurrent, reset, yolov8n, temporal (rvt-t-ta.yaml); recurrent_more, "
-        "reset_more (as many more epochs from the weights of recurrent / reset)",
+        "reset_more, temporal_more (as many more epochs from the weights of recurrent / reset / temporal)",
     )
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
@@ -124,6 +124,7 @@ def run_one(key: str, data: Path, out: Path, s: dict, epochs: int, seed: int) ->
         # the recurrent run trained on for as many epochs again (is its memory still growing?)
         "recurrent_more": (str(out / "recurrent" / "weights" / "last.pt"), data, s["batch"]),
         "reset_more": (str(out / "reset" / "weights" / "last.pt"), variant_yaml(data, out, memory=False), s["batch"]),
+        "temporal_more": (str(out / "temporal" / "weights" / "last.pt"), data, s["batch"]),
     }[key]
     run = out / key
     train_s = finished_training_s(run, epochs)
@@ -222,8 +223,10 @@ LABELS = {
     "recurrent": "rvt-t (recurrent)",
     "reset": "rvt-t, state reset every window",
     "yolov8n": "yolov8n (frames)",
+    "temporal": "rvt-t with temporal attention over the last 4 windows (rvt-t-ta.yaml)",
     "recurrent_more": "rvt-t (recurrent), {epochs} more epochs from its weights",
     "reset_more": "rvt-t, state reset every window, {epochs} more epochs from its weights",
+    "temporal_more": "rvt-t-ta, {epochs} more epochs from its weights",
 }
 
 
