@@ -21,7 +21,7 @@ from .rvt_checkpoint import (
     read_rvt_state_dict,
     strip_lightning_prefix,
 )
-from .state import LstmStates, RecurrentStateMixin, StateShape, pair_shapes, stateful_layers
+from .state import LstmStates, RecurrentStateMixin, StateShape, pair_shapes, state_bank, stateful_layers
 from .temporal_attention import TemporalAttention, TemporalAttentionCfg
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "TemporalAttention",
     "TemporalAttentionCfg",
     "RecurrentStateMixin",
+    "state_bank",
     "stateful_layers",
     "RecurrentMaxViT",
     "RecurrentMaxViTCfg",

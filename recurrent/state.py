@@ -11,6 +11,9 @@ A stateful layer keeps one ``(h, c)`` pair per stage as a *plain attribute*: not
 * ``__getstate__`` drops the state, so ``copy.deepcopy`` (EMA), ``pickle`` and ``torch.save(module)`` never
   carry it and a copy starts with its own, empty state.
 * The state is at least float32, also under autocast.
+* Banks: one model may stream several independent sets of slots (e.g. one per input resolution in multi-resolution
+  training): inside ``with state_bank(model, name):`` its layers hold bank ``name``'s state, outside it the default
+  bank's. Each bank follows every rule above on its own; ``reset(None)`` outside any bank clears them all.
 
 A layer describes its state with ``state_shapes(batch, height, width)``: one entry per ``(h, c)`` pair, either one
 shape shared by h and c (an LSTM's) or a pair of shapes (a temporal attention's memory and its validity).
@@ -18,12 +21,13 @@ shape shared by h and c (an LSTM's) or a pair of shapes (a temporal attention's 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
-__all__ = ["RecurrentStateMixin", "LstmStates", "StateShape", "pair_shapes", "stateful_layers"]
+__all__ = ["RecurrentStateMixin", "LstmStates", "StateShape", "pair_shapes", "state_bank", "stateful_layers"]
 
 LstmStates = list[tuple[torch.Tensor, torch.Tensor]]
 StateShape = tuple[int, ...] | tuple[tuple[int, ...], tuple[int, ...]]
@@ -47,6 +51,7 @@ class RecurrentStateMixin:
 
     _recurrent_states: LstmStates | None = None
     _recurrent_input_dtype: torch.dtype | None = None
+    _recurrent_banks: dict | None = None  # name -> (states, input dtype) of the banks not in use (see state_bank)
 
     def _init_recurrent_state(self) -> None:
         self._recurrent_states = None
@@ -80,6 +85,8 @@ class RecurrentStateMixin:
         batch size and would reset implicitly anyway.
         """
         states = self._recurrent_states
+        if mask is None:
+            self._recurrent_banks = None
         if mask is None or states is None:
             self._init_recurrent_state()
             return
@@ -130,11 +137,40 @@ class RecurrentStateMixin:
         state = dict(state)
         state["_recurrent_states"] = None
         state["_recurrent_input_dtype"] = None
+        state["_recurrent_banks"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._init_recurrent_state()
+
+
+@contextmanager
+def state_bank(module: torch.nn.Module, name: str) -> Iterator[None]:
+    """Run ``module`` on another set of stream slots: inside, its stateful layers hold the state of bank ``name``
+    (empty the first time), and the state they held before is back afterwards. ``reset(mask)`` inside applies to
+    that bank's slots.
+
+    Usage:
+        >>> model.reset_states(batch["is_first"])  # the default bank: the batch's own slots
+        >>> with state_bank(model, "twin"):  # the slots that read the second resolution
+        ...     model.reset_states(batch["twin"]["is_first"])
+        ...     preds = model(batch["twin"]["img"])
+    """
+    layers = stateful_layers(module)
+    outer = [(m._recurrent_states, m._recurrent_input_dtype) for m in layers]
+    for m in layers:
+        banks = m._recurrent_banks or {}
+        m._recurrent_states, m._recurrent_input_dtype = banks.pop(name, (None, None))
+        m._recurrent_banks = banks
+    try:
+        yield
+    finally:
+        for m, (states, dtype) in zip(layers, outer):
+            banks = m._recurrent_banks or {}
+            banks[name] = (m._recurrent_states, m._recurrent_input_dtype)
+            m._recurrent_banks = banks
+            m._recurrent_states, m._recurrent_input_dtype = states, dtype
 
 
 def stateful_layers(module: torch.nn.Module) -> list[RecurrentStateMixin]:

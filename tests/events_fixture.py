@@ -34,3 +34,33 @@ def make_tiny_event_data(
 def raw_dir(data_yaml: Path) -> Path:
     """The raw recordings of a data set made by :func:`make_tiny_event_data` (``<root>/raw``)."""
     return Path(data_yaml).parents[1] / "raw"
+
+
+def make_tiny_twin_data(root: Path, train: int = 2, val: int = 1, seq_len: int = 3) -> Path:
+    """The same synthetic recordings (256x192 sensor) prepared twice: at full resolution into ``root/full`` and
+    downsampled by 2 (128x96, RVT's eTraM setting) into ``root/ds2``. Returns the ds2 data YAML, whose ``twin`` is
+    the full-resolution set."""
+    import yaml
+
+    from yolo_etram.data.prepare import PrepareConfig, prepare_dataset
+    from yolo_etram.data.synth import SynthConfig, make_synthetic_dataset
+
+    full = make_synthetic_dataset(
+        root / "full",
+        {"train": train, "val": val},
+        SynthConfig(width=256, height=192, duration_s=1.6, seed=5),
+        raw=root / "raw",
+        seq_len=seq_len,
+        partition=TINY_PARTITION,
+        workers=1,
+        progress=False,
+        eval={"skip_ts_us": 500_000, "min_box_diag": 16, "min_box_side": 6},
+    )
+    prepare_dataset(root / "raw", root / "ds2", PrepareConfig(kind="etram", downsample=2), workers=1, progress=False)
+    data = yaml.safe_load(full.read_text())
+    data.update(
+        path=str(root / "ds2"), twin=str(root / "full"), eval={**data["eval"], "min_box_diag": 8, "min_box_side": 3}
+    )
+    path = root / "ds2" / "data.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

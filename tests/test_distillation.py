@@ -84,11 +84,12 @@ def test_a_distilled_run_logs_the_term_and_saves_the_student(tiny_events, tmp_pa
 
 
 def test_a_teacher_for_other_inputs_is_refused(tiny_events, tmp_path):
-    """A teacher trained on other windows (here: at twice the resolution) cannot see the student's clips."""
+    """A teacher trained on other windows (here: other time bins) cannot see the student's clips; one at another
+    resolution only reads the data's twin (``tests/test_twin.py``)."""
     teacher = EventYOLO("rvt-t.yaml")
     args = dict(batch=2, imgsz=128, workers=0, val=False, plots=False, project=str(tmp_path))
     teacher.train(data=str(tiny_events), max_steps=1, name="teacher", **args)
     event = teacher.trainer.model.event
     _check_settings(teacher.trainer.model, event, "teacher.pt")
     with pytest.raises(EventDataError, match=r"teacher.pt uses .* but the student's data holds"):
-        _check_settings(teacher.trainer.model, {**event, "downsample": 2}, "teacher.pt")  # full resolution
+        _check_settings(teacher.trainer.model, {**event, "nbins": 5, "channels": 10}, "teacher.pt")

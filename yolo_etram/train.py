@@ -36,6 +36,7 @@ from yolo_etram.data.render import plot_batch
 from yolo_etram.data.sampler import Sampling
 from yolo_etram.data.small_sampling import SmallSampling
 from yolo_etram.data.train_args import TRAIN_ARGS
+from yolo_etram.data.twin import twin_data, twin_slots
 from yolo_etram.integrations.ultralytics import (
     cpu_capable_autocast,
     event_seams,
@@ -140,6 +141,13 @@ def check_event_args(args) -> None:
         problems.append(
             f"max_steps counts optimizer steps as batches; nbs={args.nbs} accumulates {args.nbs} / {args.batch} "
             "batches per step: leave nbs unset (one step per batch)"
+        )
+    multires = float(getattr(args, "multires", 0) or 0)
+    if multires and not 0 < multires < 1:
+        problems.append(f"multires={multires} is the share of stream slots that read the data's twin, in (0, 1)")
+    elif multires and args.batch is not None and float(args.batch) >= 1 and int(args.batch) // world < 2:
+        problems.append(
+            f"multires needs 2 or more stream slots per rank (one per resolution at least), batch={args.batch}"
         )
     on = [k for k in IMAGE_AUGMENTATIONS if float(getattr(args, k, 0) or 0) > 0]
     if on:
@@ -255,8 +263,9 @@ class EventTrainer(DetectionTrainer):
 
     def _event_dataloader(self, dataset_path: str, batch_size: int, rank: int, mode: str):
         # Ultralytics doubles the batch for validation; the builder caps it at one slot per sequence
+        reader = self._twin_reader() if mode == "train" else None
         return build_event_dataloader(
-            self.build_dataset(dataset_path, mode, batch_size),
+            build_event_dataset(dataset_path, self._train_data(mode), mode, twin=reader),
             self._train_data(mode),
             batch_size,
             mode,
@@ -267,7 +276,28 @@ class EventTrainer(DetectionTrainer):
             pin_memory=self.device.type == "cuda",
             events=EventAugConfig.from_args(self.args),
             small=self._small_sampling() if mode == "train" else None,
+            twin_slots=twin_slots(batch_size, self.args.multires) if reader == "multires" else 0,
         )
+
+    def _twin_reader(self) -> str | None:
+        """Who reads the data YAML's ``twin`` in training: ``multires`` (``multires=F``), ``teacher`` (a distillation
+        teacher at another resolution, its settings checked against the twin's), or nobody."""
+        wrapper = unwrap_model(self.model) if self.model is not None and not isinstance(self.model, str) else None
+        teacher = isinstance(wrapper, EventDistillationModel) and wrapper.reads_twin
+        multires = float(self.args.multires or 0) > 0
+        if teacher and multires:
+            raise UnsupportedOptionError(
+                "multires with a teacher at another resolution: both read the twin, each its own way; use one"
+            )
+        if not (teacher or multires):
+            return None
+        twin = self.data.get("twin_settings")
+        if teacher and twin:
+            from yolo_etram.data.event_settings import EventSettings
+
+            mine = EventSettings.from_dict(wrapper.teacher_model.event, str(self.args.distill_model))
+            mine.require_same(EventSettings.from_dict(twin, "twin"), str(self.args.distill_model), "the twin data")
+        return "teacher" if teacher else "multires"
 
     def _small_sampling(self) -> SmallSampling | None:
         """The ``small_sampling`` train argument, with the data YAML's small group (``groups: {small: [...]}``)."""
@@ -277,8 +307,13 @@ class EventTrainer(DetectionTrainer):
     def preprocess_batch(self, batch: dict) -> dict:
         self.batches_seen = getattr(self, "batches_seen", 0) + 1  # names the step if the loss goes non-finite
         model = unwrap_model(self.model)
-        batch = preprocess_event_batch(batch, self.device, model.input_multiple)
+        teacher = getattr(model, "teacher_model", None)
+        batch = preprocess_event_batch(
+            batch, self.device, model.input_multiple, teacher_multiple=teacher.input_multiple if teacher else None
+        )
         model.reset_states(batch["is_first"])
+        if "twin" in batch:  # multi-resolution training: the twin slots' own state bank
+            model.reset_twin_states(batch["twin"]["is_first"])
         return batch
 
     def set_model_attributes(self):
@@ -293,6 +328,8 @@ class EventTrainer(DetectionTrainer):
             )
         # saved with the model: predict rebuilds the same windows, export defaults to the size it was trained at
         model.yaml["event"] = {**event_settings(self.data), "input_hw": self.input_size(model)}
+        if self.multires and self.data.get("twin_settings"):  # trained at both resolutions: it validates on both
+            model.yaml["event"]["twin"] = self.data["twin_settings"]
 
     def input_size(self, model) -> list[int] | None:
         """The model's input size in training: the training split's stored size, zero-padded to fit the partitions."""
@@ -345,9 +382,31 @@ class EventTrainer(DetectionTrainer):
             return None, None
         with validating_alone(self):
             out = super().validate()
+            if out[0] is not None and self.multires:
+                out[0].update(self._validate_twin())
         self.validated_epoch = self.epoch
         self._size_feedback(out[0])
         return out
+
+    @property
+    def multires(self) -> bool:
+        return float(getattr(self.args, "multires", 0) or 0) > 0
+
+    def _validate_twin(self) -> dict:
+        """Multi-resolution training reports each resolution: the EMA model on the twin's validation split too, as
+        ``twin/AP``, ``twin/AP_50``, ... (the Prophesee filter scaled to the twin's size)."""
+        from yolo_etram.val import EventValidator
+
+        data = twin_data(self.data)
+        if getattr(self, "twin_loader", None) is None:
+            clips = build_event_dataset(data[self.args.split], data, "val")
+            self.twin_loader = build_event_dataloader(clips, data, 2 * self.batch_size)
+        validator = EventValidator(self.twin_loader, save_dir=self.save_dir / "twin", args=copy(self.args))
+        validator.data_override = data
+        hw = "x".join(map(str, self.twin_loader.dataset.hw[::-1]))
+        LOGGER.info(f"Validating the twin resolution ({hw}, {data['path']}):")
+        metrics = validator(trainer=self)
+        return {f"twin/{k.split('/', 1)[1]}": v for k, v in metrics.items() if k.startswith("prophesee/")}
 
     def _size_feedback(self, metrics: dict | None) -> None:
         """Size-aware loss v2: new bucket weights from this validation's AP_S/M/L, into the model's and the EMA's YAML
@@ -421,7 +480,8 @@ class EventTrainer(DetectionTrainer):
         ours = (*PROPHESEE_COLUMNS, *etram_columns(list(self.data["names"].values())))
         sa = size_config(unwrap_model(self.model).yaml.get("size_aware"))
         feedback = {f"size_aware/w_{b}": 0.0 for b in BUCKETS} if sa and sa["feedback"] else {}
-        self.metrics = {**stock, **dict.fromkeys(ours, 0.0), **losses, **feedback}  # feedback: as validate adds it
+        twin = {f"twin/{k.split('/', 1)[1]}": 0.0 for k in ours if k.startswith("prophesee/")} if self.multires else {}
+        self.metrics = {**stock, **dict.fromkeys(ours, 0.0), **losses, **twin, **feedback}  # as validate adds them
 
     def _adapt_logger_callbacks(self) -> None:
         """Ultralytics' experiment loggers, fitted to event runs. They log ``trainer.metrics`` at every epoch end, which

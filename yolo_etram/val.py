@@ -90,6 +90,8 @@ def check_model_settings(backend, native, data: dict, name) -> None:
     if record:
         source = data.get("yaml_file") or "the data"
         model, theirs = EventSettings.from_dict(record, f"{name}"), data_settings(data)
+        if record.get("twin") and EventSettings.from_dict(record["twin"], f"{name}").same_frames(theirs):
+            return  # trained at both resolutions (multires): the twin's is its own too
         model.require_same(theirs, f"{name}", f"{source}", windows=False)  # another frame rate is a study, not a bug
         if model != theirs:
             LOGGER.warning(f"{name} was trained on {model.describe()}; validating on {theirs.describe()}")
@@ -103,6 +105,7 @@ class EventValidator(DetectionValidator):
         self.metrics = EventDetMetrics()
         self.prophesee: dict = {}
         self.precision = "fp32"  # what a standalone validation computes in (quantize=16 on CPU: bf16 autocast)
+        self.data_override = None  # a training run's twin data (multires): validated beside the training data
 
     def __call__(self, trainer=None, model=None):
         if trainer is None:
@@ -149,6 +152,8 @@ class EventValidator(DetectionValidator):
         return build_event_dataloader(self.build_dataset(dataset_path), self.data, batch_size, "val")
 
     def init_metrics(self, model):
+        if self.data_override is not None:
+            self.data = self.data_override
         super().init_metrics(model)
         self.is_custom_json = self.build_gdict = False  # save_json writes Prophesee .npy files (get_stats)
         self.eval_ids = None

@@ -18,6 +18,7 @@ from einops import rearrange
 from ultralytics.data.build import InfiniteDataLoader
 from ultralytics.utils import LOGGER
 
+from yolo_etram.utils.errors import EventDataError
 from yolo_etram.utils.sizes import pad_to_multiple
 
 from .augment import AugConfig
@@ -25,6 +26,7 @@ from .dataset import EventClipDataset, collate_clips
 from .event_augment import EventAugConfig
 from .sampler import MixedSampler, RandomClipSampler, Sampling, StreamSampler
 from .small_sampling import SmallSampling, clip_weights, walks
+from .twin import TwinClipDataset, TwinSlots, collate_twin, twin_split
 
 __all__ = [
     "build_event_dataset",
@@ -36,16 +38,36 @@ __all__ = [
 ]
 
 
-def build_event_dataset(img_path: str, data: dict, mode: str = "val") -> EventClipDataset:
-    """The clips of one split: random-access clips for ``sampling: random`` training, stream clips otherwise."""
+TWIN_READERS = ("multires", "teacher")
+"""What may read the data YAML's ``twin`` in lockstep (see :mod:`.twin`)."""
+
+
+def build_event_dataset(
+    img_path: str, data: dict, mode: str = "val", twin: str | None = None
+) -> EventClipDataset | TwinClipDataset:
+    """The clips of one split: random-access clips for ``sampling: random`` training, stream clips otherwise;
+    with ``twin`` (``multires`` or ``teacher``), paired with the same split of the data YAML's ``twin``."""
     sampling = Sampling.RANDOM if mode == "train" and data["sampling"] == Sampling.RANDOM else Sampling.STREAM
-    return EventClipDataset(
-        img_path,
-        seq_len=data["seq_len"],
-        sampling=sampling,
-        names=data["names"],
-        representation=data.get("representation"),
-    )
+
+    def clips(path) -> EventClipDataset:
+        return EventClipDataset(
+            path,
+            seq_len=data["seq_len"],
+            sampling=sampling,
+            names=data["names"],
+            representation=data.get("representation"),
+        )
+
+    if twin is None:
+        return clips(img_path)
+    if twin not in TWIN_READERS:
+        raise ValueError(f"twin must be one of {TWIN_READERS}, not {twin!r}")
+    if not data.get("twin"):
+        raise EventDataError(
+            f"{data.get('yaml_file') or 'data'}: {twin} reads each clip at a second resolution: add 'twin: <the same "
+            "recordings prepared at that resolution>' to the data YAML"
+        )
+    return TwinClipDataset(clips(img_path), clips(twin_split(data, img_path)), teacher=twin == "teacher")
 
 
 def build_sampler(
@@ -129,29 +151,49 @@ def build_event_dataloader(
     pin_memory: bool = False,
     events: EventAugConfig | None = None,
     small: SmallSampling | None = None,
+    twin_slots: int = 0,
 ):
     """Ultralytics' ``InfiniteDataLoader`` over whole batches in the sampler's order (workers only load clips).
 
-    Validation uses at most one slot per sequence (more would only pad) and loads in the main process."""
+    Validation uses at most one slot per sequence (more would only pad) and loads in the main process.
+    ``twin_slots``: the last slots of every batch read the twin (multi-resolution training, a
+    :class:`TwinClipDataset`)."""
     if mode != "train":
         batch = max(1, min(batch, len(dataset.sequences)))
     sampler = build_sampler(dataset, data, batch, mode, seed=seed, rank=rank, hflip=hflip, events=events, small=small)
+    if twin_slots:
+        sampler = TwinSlots(sampler, twin_slots)
     return InfiniteDataLoader(
         dataset,
         batch_size=batch,
         shuffle=False,
         sampler=sampler,
         num_workers=min(workers, os.cpu_count() or 1) if mode == "train" else 0,
-        collate_fn=collate_clips,
+        collate_fn=collate_twin if isinstance(dataset, TwinClipDataset) else collate_clips,
         pin_memory=pin_memory,
         drop_last=False,
     )
 
 
-def preprocess_event_batch(batch: dict, device: torch.device, multiple: tuple[int, int], half: bool = False) -> dict:
+def preprocess_event_batch(
+    batch: dict,
+    device: torch.device,
+    multiple: tuple[int, int],
+    half: bool = False,
+    teacher_multiple: tuple[int, int] | None = None,
+) -> dict:
     """Move a collated event batch to ``device``: uint8 counts to float (no /255), zero-padded bottom/right, boxes
-    renormalised from the stored frame to the padded one."""
+    renormalised from the stored frame to the padded one. A twin batch's parts alike: ``batch["twin"]`` (its own
+    batch, padded to ``multiple``) and ``teacher_img`` (padded to ``teacher_multiple``)."""
+    if "twin" in batch:
+        batch["twin"] = preprocess_event_batch(batch["twin"], device, multiple, half)
+    if "teacher_img" in batch:
+        teacher = batch["teacher_img"].to(device, non_blocking=device.type not in {"cpu", "mps"})
+        teacher = teacher.half() if half else teacher.float()
+        batch["teacher_img"] = pad_to_multiple(teacher, teacher_multiple or multiple)
     for k, v in batch.items():
+        if k == "teacher_img":
+            continue
         if isinstance(v, torch.Tensor):
             batch[k] = v.to(device, non_blocking=device.type not in {"cpu", "mps"})
     img = batch["img"].half() if half else batch["img"].float()

@@ -8,9 +8,10 @@ data),
 ``skip_ts_us``, ``min_box_diag``, ``min_box_side``), ``groups`` (name -> class ids, for grouped AP), ``input``
 (``histogram``, the stacked histogram as stored, or ``event_frame``: its time bins summed per polarity, 2 channels, the
 eTraM paper's frame baseline input), ``memory`` (false: reset a recurrent model's state at every window, the
-memoryless ablation), ``size_aware`` (``{a, tau}``: the size-aware loss, see :mod:`yolo_etram.nn.size_aware_loss`) and
-``synth`` (how to build the data with our generator when ``path`` does not exist). A YAML with any of these keys is
-event data (:func:`is_event_data`).
+memoryless ablation), ``size_aware`` (``{a, tau}``: the size-aware loss, see :mod:`yolo_etram.nn.size_aware_loss`),
+``twin`` (the same recordings prepared at another resolution, read in lockstep by multi-resolution training and a
+full-resolution teacher, see :mod:`.twin`) and ``synth`` (how to build the data with our generator when ``path``
+does not exist). A YAML with any of these keys is event data (:func:`is_event_data`).
 
 Usage:
     >>> from yolo_etram.data.data_yaml import load_event_data
@@ -42,6 +43,7 @@ EVENT_DEFAULTS = {
     "input": "histogram",
     "memory": True,
     "size_aware": None,
+    "twin": None,
 }
 EVENT_KEYS = (*(k for k in EVENT_DEFAULTS if k != "channels"), "synth")
 """The keys that make a data YAML event data (``channels`` alone does not: stock image YAMLs may set it)."""
@@ -174,8 +176,28 @@ def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
         bad = [i for i in ids if int(i) not in d["names"]]
         if bad:
             raise EventDataError(f"{src}: group '{g}' names unknown class ids {bad}")
+    if d["twin"]:
+        d["twin"], d["twin_settings"] = check_twin_data(d, needed, src, yaml_file)
     d["yaml_file"] = str(yaml_file) if yaml_file else None
     return d
+
+
+def check_twin_data(d: dict, splits: list[str], src, yaml_file: Path | None) -> tuple[str, dict | None]:
+    """The twin's root (resolved as ``path`` is) and its event settings; its split folders must exist."""
+    from .prepared import PreparedSequence, list_sequences
+
+    twin = resolve_root(d["twin"], yaml_file)
+    settings = None
+    for s in splits:
+        folder = twin / Path(d[s]).relative_to(d["path"]) if Path(d[s]).is_relative_to(d["path"]) else None
+        if folder is None or not folder.is_dir():
+            raise EventDataError(
+                f"{src}: twin {twin} has no {s} folder {folder or Path(d[s]).name} (prepare the same recordings there)"
+            )
+        seqs = list_sequences(folder)
+        if seqs and settings is None:
+            settings = PreparedSequence(seqs[0], d.get("representation")).settings
+    return str(twin), settings.to_dict() if settings is not None else None
 
 
 def is_event_data(data) -> bool:

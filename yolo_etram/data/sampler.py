@@ -61,12 +61,15 @@ class ClipKey(NamedTuple):
         aug: augmentation applied to the whole clip, or None.
         random: which clip table ``clip`` indexes.
         is_first: overrides the table's ``is_first`` when not None.
+        twin: read the clip from the data's twin (the same recordings prepared at another resolution, see
+            :mod:`.twin`) instead: multi-resolution training's second-resolution slots.
     """
 
     clip: int
     aug: AugParams | None = None
     random: bool = False
     is_first: bool | None = None
+    twin: bool = False
 
 
 PAD_KEY = ClipKey(PAD_CLIP)

@@ -224,10 +224,33 @@ class EventDetectionModel(DetectionModel):
         """
         if getattr(self, "criterion", None) is None:
             self.criterion = self.init_criterion()
+        if "twin" in batch and preds is None:
+            return self._multires_loss(batch)
         if preds is None:
             preds = self.forward(batch["img"])
         with torch.autocast(batch["img"].device.type, enabled=False):  # the loss in float32, also under AMP
             return self._labeled_loss(batch, float_outputs(preds))
+
+    def _multires_loss(self, batch: dict):
+        """Multi-resolution training (:mod:`yolo_etram.data.twin`): the primary slots' loss plus the twin slots' loss,
+        the twin slots streamed in a state bank of their own (their state never meets the other resolution). Each
+        part is a sum over its frames, so the total weighs every frame alike; the logged items are their mean."""
+        from recurrent import state_bank
+
+        twin = batch.pop("twin")
+        loss, items = self.loss(batch)
+        with state_bank(self, "twin"):
+            twin_loss, twin_items = self.loss(twin)
+        batch["twin"] = twin
+        n, m = len(batch["is_first"]), len(twin["is_first"])
+        return loss + twin_loss, {k: (v * n + twin_items[k] * m) / (n + m) for k, v in items.items()}
+
+    def reset_twin_states(self, mask: torch.Tensor | None = None) -> None:
+        """:meth:`reset_states` for the twin slots of multi-resolution training (their own state bank)."""
+        from recurrent import state_bank
+
+        with state_bank(self, "twin"):
+            self.reset_states(mask)
 
     def _labeled_loss(self, batch: dict, preds):
         labeled = batch.get("labeled")
