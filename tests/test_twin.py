@@ -45,9 +45,8 @@ def full_res_teacher(twin_events, tmp_path_factory):
     return teacher.trainer.last
 
 
-def _clips(twin_events, split="train"):
-    d = load_event_data(twin_events)
-    return d, EventClipDataset(d[split], seq_len=3), EventClipDataset(d["twin"] + f"/{split}", seq_len=3)
+def _clips(twin_events):
+    return _clips_of(load_event_data(twin_events))
 
 
 def test_the_twin_is_loaded_and_a_mismatch_is_refused_in_one_line(twin_events, tmp_path):
@@ -212,3 +211,25 @@ def test_the_twin_teacher_learns_each_level_from_its_scene_stride(full_res_teach
     assert all(p.grad is not None for p in model.projector.parameters())
     with pytest.raises(ValueError, match="needs teacher_img"):
         model.loss({k: v for k, v in batch.items() if k != "teacher_img"})
+
+
+def test_synthetic_twin_data_is_built_on_first_use(tmp_path):
+    spec = {
+        "path": str(tmp_path / "ds2"),
+        "twin": str(tmp_path / "full"),
+        "train": "train",
+        "val": "val",
+        "names": ["pedestrian", "vehicle", "micromobility"],
+        "synth": {"width": 128, "height": 96, "duration_s": 1.0, "splits": {"train": 1, "val": 1}, "raw": "raw",
+                  "downsample": 2},
+    }  # fmt: skip
+    d = load_event_data(spec)
+    assert (tmp_path / "raw").is_dir() and not (tmp_path / "ds2_raw").exists()  # one set of recordings for both
+    assert d["event_settings"]["downsample"] == 2 and d["twin_settings"]["downsample"] == 1
+    _, ds2, full = _clips_of(d)
+    assert full.hw == (96, 128) and ds2.hw == (48, 64)
+    TwinClipDataset(ds2, full)  # the same windows and label frames
+
+
+def _clips_of(d):
+    return d, EventClipDataset(d["train"], seq_len=3), EventClipDataset(d["twin"] + "/train", seq_len=3)

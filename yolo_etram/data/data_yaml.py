@@ -81,13 +81,18 @@ def resolve_root(path: str | Path, yaml_file: Path | None) -> Path:
     return (Path(DATASETS_DIR) / p).resolve()
 
 
-def build_synthetic(root: Path, spec: dict) -> None:
-    """Synthesize raw recordings next to ``root`` (``<root>_raw``) and prepare them into ``root``."""
+def build_synthetic(root: Path, spec: dict, twin: Path | None = None) -> None:
+    """Synthesize raw recordings next to ``root`` (``<root>_raw``, or ``spec["raw"]`` beside ``root``) and prepare them
+    into ``root`` at ``spec["downsample"]`` (default 1), and into ``twin`` at full resolution when given."""
     from .synth import SynthConfig, make_synthetic_dataset
 
     spec = dict(spec)
     splits = spec.pop("splits", {"train": 4, "val": 1, "test": 1})
-    make_synthetic_dataset(root, splits, SynthConfig(**spec))
+    raw = root.parent / spec.pop("raw") if spec.get("raw") else None
+    downsample = int(spec.pop("downsample", 1))
+    make_synthetic_dataset(root, splits, SynthConfig(**spec), raw=raw, downsample=downsample)
+    if twin is not None:
+        make_synthetic_dataset(twin, splits, SynthConfig(**spec), raw=raw or root.with_name(root.name + "_raw"))
 
 
 def add_synthetic_representation(root: Path, name: str, src) -> None:
@@ -147,8 +152,9 @@ def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
     if d["input"] not in INPUTS:
         raise EventDataError(f"{src}: input '{d['input']}' is not one of {', '.join(INPUTS)}")
     root = resolve_root(d.get("path", "."), yaml_file)
-    if not root.exists() and d.get("synth"):
-        build_synthetic(root, d["synth"])
+    twin = resolve_root(d["twin"], yaml_file) if d.get("twin") else None
+    if d.get("synth") and not (root.exists() and (twin is None or twin.exists())):
+        build_synthetic(root, d["synth"], twin)
     if d.get("synth") and d.get("representation"):
         add_synthetic_representation(root, d["representation"], src)
     d["path"] = str(root)

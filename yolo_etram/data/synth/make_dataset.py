@@ -36,6 +36,7 @@ def make_synthetic_dataset(
     workers: int = 2,
     progress: bool = True,
     prepare: PrepareConfig | None = None,
+    downsample: int = 1,
     **keys,
 ) -> Path:
     """Synthesize raw recordings into ``raw`` (default ``<root>_raw``), prepare them into ``root`` at full resolution
@@ -43,14 +44,15 @@ def make_synthetic_dataset(
 
     The YAML has the class names of ``cfg.classes``, stream sampling, ``seq_len``, ``partition`` (the attention
     partition for this input size, when given), the Prophesee filter scaled to ``cfg.height``, and ``keys`` on top
-    (e.g. ``groups``, ``eval``). ``prepare``: the representation and windows (default RVT's 50 ms stacked histogram;
-    the resolution is always the sensor's)."""
+    (e.g. ``groups``, ``eval``). ``prepare``: the representation and windows (default RVT's 50 ms stacked histogram);
+    ``downsample``: 2 stores the sensor at half resolution (RVT's eTraM setting; the recordings in ``raw`` are the
+    same, so one raw folder prepared at 1 and 2 gives twin data, :mod:`yolo_etram.data.twin`)."""
     import yaml
 
     root = Path(root)
     raw = Path(raw) if raw is not None else root.with_name(root.name + "_raw")
     synthesize_dataset(raw, splits, cfg, progress=progress, workers=workers)
-    prepare = replace(prepare or PrepareConfig(), kind="etram", downsample=1)
+    prepare = replace(prepare or PrepareConfig(), kind="etram", downsample=downsample)
     results = prepare_dataset(raw, root, prepare, workers=workers, progress=progress)
     if progress:
         print(summarize(results))
@@ -63,7 +65,7 @@ def make_synthetic_dataset(
         "seq_len": seq_len,
         "sampling": "stream",
         **({"partition": list(partition)} if partition else {}),
-        "eval": prophesee_eval_for_height(cfg.height),
+        "eval": prophesee_eval_for_height(cfg.height // downsample),
         **keys,
     }
     path = root / "data.yaml"
