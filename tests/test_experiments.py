@@ -100,13 +100,16 @@ def test_runs_go_seed_by_seed_with_their_own_arguments(tmp_path):
 
 
 def test_the_shipped_specs_load_by_name():
+    """Every shipped comparison runs 3 seeds or more; a single-variant spec trains what another needs (the full
+    resolution teacher of resolution_levers.yaml) and compares nothing."""
     from yolo_etram.utils.paths import cfg_dir, find_cfg
 
     specs = sorted((cfg_dir() / "ablations").glob("*.yaml"))
     assert specs
     for path in specs:
         spec = AblationSpec.load(path.name)
-        assert spec.baseline in spec.variants and len(spec.seeds) >= 3
+        assert spec.baseline in spec.variants
+        assert len(spec.seeds) >= 3 or len(spec.variants) == 1, path.name
         assert find_cfg(spec.data_path(), "datasets") is not None, spec.data
 
 
