@@ -191,15 +191,14 @@ def load_event_data(data: str | Path | dict, split: str | None = None) -> dict:
 def check_twin_data(d: dict, splits: list[str], src, yaml_file: Path | None) -> tuple[str, dict | None]:
     """The twin's root (resolved as ``path`` is) and its event settings; its split folders must exist."""
     from .prepared import PreparedSequence, list_sequences
+    from .twin import twin_split
 
     twin = resolve_root(d["twin"], yaml_file)
     settings = None
     for s in splits:
-        folder = twin / Path(d[s]).relative_to(d["path"]) if Path(d[s]).is_relative_to(d["path"]) else None
-        if folder is None or not folder.is_dir():
-            raise EventDataError(
-                f"{src}: twin {twin} has no {s} folder {folder or Path(d[s]).name} (prepare the same recordings there)"
-            )
+        folder = twin_split({**d, "twin": str(twin)}, d[s])
+        if not folder.is_dir():
+            raise EventDataError(f"{src}: twin {twin} has no {s} folder {folder} (prepare the same recordings there)")
         seqs = list_sequences(folder)
         if seqs and settings is None:
             settings = PreparedSequence(seqs[0], d.get("representation")).settings

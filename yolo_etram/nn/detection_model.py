@@ -237,11 +237,10 @@ class EventDetectionModel(DetectionModel):
         part is a sum over its frames, so the total weighs every frame alike; the logged items are their mean."""
         from recurrent import state_bank
 
-        twin = batch.pop("twin")
-        loss, items = self.loss(batch)
+        twin = batch["twin"]
+        loss, items = self.loss({k: v for k, v in batch.items() if k != "twin"})
         with state_bank(self, "twin"):
             twin_loss, twin_items = self.loss(twin)
-        batch["twin"] = twin
         n, m = len(batch["is_first"]), len(twin["is_first"])
         return loss + twin_loss, {k: (v * n + twin_items[k] * m) / (n + m) for k, v in items.items()}
 
