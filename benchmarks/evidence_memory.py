@@ -53,8 +53,8 @@ def parse_args(argv=None):
     ap.add_argument(
         "--models",
         default="recurrent,reset,yolov8n",
-        help="comma-separated runs: recurrent, reset, yolov8n, temporal (rvt-t-ta.yaml); recurrent_more, "
-        "reset_more, temporal_more (as many more epochs from the weights of recurrent / reset / temporal)",
+        help="comma-separated runs: recurrent, reset, yolov8n, temporal (rvt-t-ta.yaml), tbptt (rvt-t with twice the "
+        "data's seq_len: longer truncated backpropagation); <run>_more: as many more epochs from that run's weights",
     )
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
@@ -115,17 +115,20 @@ def run_one(key: str, data: Path, out: Path, s: dict, epochs: int, seed: int) ->
     from yolo_etram import EventYOLO
     from yolo_etram.utils.sizes import round_up
 
-    model_yaml, data_yaml, batch = {
+    runs = {
         "recurrent": ("rvt-t.yaml", data, s["batch"]),
         "temporal": ("rvt-t-ta.yaml", data, s["batch"]),  # rvt-t with temporal attention over the last 4 windows
         "reset": ("rvt-t.yaml", variant_yaml(data, out, memory=False), s["batch"]),
         # one window per sample: as many windows per optimizer step as the recurrent runs' B x T
         "yolov8n": ("yolov8n.yaml", data, s["batch"] * s["seq_len"]),
-        # the recurrent run trained on for as many epochs again (is its memory still growing?)
-        "recurrent_more": (str(out / "recurrent" / "weights" / "last.pt"), data, s["batch"]),
-        "reset_more": (str(out / "reset" / "weights" / "last.pt"), variant_yaml(data, out, memory=False), s["batch"]),
-        "temporal_more": (str(out / "temporal" / "weights" / "last.pt"), data, s["batch"]),
-    }[key]
+        # rvt-t backpropagating through 2T windows (the same windows per epoch, half as many optimizer steps)
+        "tbptt": ("rvt-t.yaml", variant_yaml(data, out, seq_len=2 * s["seq_len"]), s["batch"]),
+    }
+    first = key.removesuffix("_more")
+    model_yaml, data_yaml, batch = runs[first]
+    if key != first:  # trained on for as many epochs again from the first run's weights (is its memory still growing?)
+        model_yaml = str(out / first / "weights" / "last.pt")
+
     run = out / key
     train_s = finished_training_s(run, epochs)
     if train_s is None:  # trained runs are kept: re-running the script only validates them again
@@ -224,14 +227,13 @@ LABELS = {
     "reset": "rvt-t, state reset every window",
     "yolov8n": "yolov8n (frames)",
     "temporal": "rvt-t with temporal attention over the last 4 windows (rvt-t-ta.yaml)",
-    "recurrent_more": "rvt-t (recurrent), {epochs} more epochs from its weights",
-    "reset_more": "rvt-t, state reset every window, {epochs} more epochs from its weights",
-    "temporal_more": "rvt-t-ta, {epochs} more epochs from its weights",
+    "tbptt": "rvt-t, backpropagation through 2T windows",
 }
 
 
 def label(key: str, epochs: int | str = "N") -> str:
-    return LABELS[key].format(epochs=epochs)
+    first = key.removesuffix("_more")
+    return LABELS[first] if first == key else f"{LABELS[first]}, {epochs} more epochs from its weights"
 
 
 def table(results: dict) -> str:
@@ -302,6 +304,10 @@ def plot(results: dict, path: Path) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     s = QUICK if args.quick else FULL
+    keys = args.models.split(",")
+    unknown = [k for k in keys if k.removesuffix("_more") not in LABELS]
+    if unknown:
+        raise SystemExit(f"evidence_memory: unknown run(s) {unknown}; known: {', '.join(LABELS)}, each also with _more")
     out = Path(args.out + ("_quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -309,7 +315,7 @@ def main(argv=None) -> int:
     epochs = args.epochs or s["epochs"]
     previous = out / "evidence.json"
     results = json.loads(previous.read_text())["results"] if previous.is_file() else {}  # runs of earlier calls stay
-    for key in args.models.split(","):
+    for key in keys:
         print(f"[evidence] {label(key, epochs)}: {epochs} epochs")
         results[key] = run_one(key, data, out, s, epochs, args.seed)
     summary = {
