@@ -8,6 +8,8 @@ before the recording; the validator scores each subset on its own (the other box
 
     python benchmarks/evidence_memory.py            # about an hour on a 2-core CPU; `make evidence`
     python benchmarks/evidence_memory.py --quick    # minutes: plumbing check only, numbers mean nothing
+    python benchmarks/evidence_memory.py --models temporal,tbptt,temporal_more,tbptt_more --seed 1 \
+        --out runs/evidence_seed1                   # temporal attention and longer TBPTT, another training seed
 
 Writes ``runs/evidence/evidence.json``, ``evidence.png`` and prints a Markdown table (the README's).
 """
@@ -56,7 +58,8 @@ def parse_args(argv=None):
         help="comma-separated runs: recurrent, reset, yolov8n, temporal (rvt-t-ta.yaml), tbptt (rvt-t with twice the "
         "data's seq_len: longer truncated backpropagation); <run>_more: as many more epochs from that run's weights",
     )
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (the data stays that of --data-seed)")
+    ap.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic recordings")
     return ap.parse_args(argv)
 
 
@@ -311,7 +314,8 @@ def main(argv=None) -> int:
     out = Path(args.out + ("_quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    data = build_data(s, Path(args.data_dir), "evidence_quick" if args.quick else "evidence", args.seed, TRAFFIC)
+    tag = ("evidence_quick" if args.quick else "evidence") + (f"_data{args.data_seed}" if args.data_seed else "")
+    data = build_data(s, Path(args.data_dir), tag, args.data_seed, TRAFFIC)
     epochs = args.epochs or s["epochs"]
     previous = out / "evidence.json"
     results = json.loads(previous.read_text())["results"] if previous.is_file() else {}  # runs of earlier calls stay
@@ -319,7 +323,7 @@ def main(argv=None) -> int:
         print(f"[evidence] {label(key, epochs)}: {epochs} epochs")
         results[key] = run_one(key, data, out, s, epochs, args.seed)
     summary = {
-        "settings": {**s, "epochs": epochs, "traffic": TRAFFIC, "seed": args.seed},
+        "settings": {**s, "epochs": epochs, "traffic": TRAFFIC, "seed": args.seed, "data_seed": args.data_seed},
         "total_s": round(time.perf_counter() - t0, 1),
         "results": results,
     }
