@@ -60,6 +60,13 @@ def parse_args(argv=None):
     )
     ap.add_argument("--seed", type=int, default=0, help="training seed (the data stays that of --data-seed)")
     ap.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic recordings")
+    ap.add_argument(
+        "--summarize",
+        nargs="+",
+        metavar="OUT",
+        help="train nothing: mean +- std over these --out folders (one training seed each) and every run's paired "
+        "difference against rvt-t (recurrent) at the same number of epochs; the plot goes to --out",
+    )
     return ap.parse_args(argv)
 
 
@@ -304,8 +311,99 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+SUMMARY_KEYS = (("AP", None), ("moving", "AP"), ("stationary", "AP"), ("stationary", "AP_50"), ("stationary", "AP_75"))
+
+
+def load_seeds(outs: list[Path]) -> tuple[list[dict], list[str]]:
+    """The ``results`` of each ``outs`` folder's ``evidence.json`` (one training seed each), and every run any of them
+    holds, in the order first seen."""
+    seeds = [json.loads((Path(o) / "evidence.json").read_text())["results"] for o in outs]
+    return seeds, list(dict.fromkeys(k for r in seeds for k in r))
+
+
+def seed_values(seeds: list[dict], key: str, subset: str, metric: str | None = "AP") -> list[float | None]:
+    """One value per seed (None where that seed has no such run): ``prophesee[subset]``, or a motion subset's
+    ``metric``."""
+    out = []
+    for r in seeds:
+        p = r.get(key, {}).get("prophesee")
+        out.append(None if p is None else p[subset] if metric is None else p["subsets"][subset][metric])
+    return out
+
+
+def short_name(key: str, seeds: list[dict]) -> str:
+    epochs = next(r[key]["epochs"] for r in seeds if key in r)
+    return key.removesuffix("_more") + (f" +{epochs}" if key.endswith("_more") else "")
+
+
+def summarize_seeds(outs: list[Path]) -> str:
+    """Markdown: each run's AP and stationary AP (mean +- std), moving AP and the stationary AP_50, AP_75 (means) over
+    the ``outs`` folders' seeds, stationary over moving AP (the target is 1/2), and the paired difference in
+    stationary AP against the recurrent rvt-t on the same seeds at the same number of epochs (``recurrent`` for first
+    runs, ``recurrent_more`` for continued ones)."""
+    from yolo_etram.experiments.stats import paired_difference, summarize
+
+    seeds, keys = load_seeds(outs)
+
+    def fmt(values: list[float | None], spread: bool = True) -> str:
+        s = summarize(values)
+        return f"{s.mean:.3f}" if s.std is None or not spread else f"{s.mean:.3f} +- {s.std:.3f}"
+
+    head = ["seeds", "AP", "moving AP", "stationary AP", "its AP50", "its AP75", "stat. / moving", "stat. vs rvt-t"]
+    rows = ["| run | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for key in keys:
+        moving, stationary = seed_values(seeds, key, "moving"), seed_values(seeds, key, "stationary")
+        cells = [str(sum(v is not None for v in moving))]
+        cells += [fmt(seed_values(seeds, key, *k), i in (0, 2)) for i, k in enumerate(SUMMARY_KEYS)]
+        cells.append(fmt([None if m is None else s / m for s, m in zip(stationary, moving)], False))
+        base = "recurrent_more" if key.endswith("_more") else "recurrent"
+        diff = ""
+        if key != base and base in keys:
+            d = paired_difference(seed_values(seeds, base, "stationary"), stationary)
+            diff = f"{d.mean:+.3f}" + ("" if d.ci is None else f" [{d.ci[0]:+.3f}, {d.ci[1]:+.3f}]")
+        rows.append(f"| `{short_name(key, seeds)}` | " + " | ".join([*cells, diff]) + " |")
+    return "\n".join(rows)
+
+
+def plot_seeds(outs: list[Path], path: Path) -> None:
+    """Moving and stationary AP of every run: the mean over the ``outs`` folders' seeds as bars, each seed a dot, and
+    the target (half the moving AP) as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    seeds, keys = load_seeds(outs)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for j, (subset, color) in enumerate((("moving", "tab:blue"), ("stationary", "tab:red"))):
+        vals = [[v for v in seed_values(seeds, k, subset) if v is not None] for k in keys]
+        means = np.array([np.mean(v) for v in vals])
+        x = np.arange(len(keys)) + (j - 0.5) * 0.38
+        ax.bar(x, means, 0.36, color=color, alpha=0.5, label=f"{subset} AP (mean)")
+        for xi, v in zip(x, vals):
+            ax.plot([xi] * len(v), v, "o", color=color, ms=4)
+        if subset == "moving":
+            half = means / 2
+    target = np.arange(len(keys)) + 0.19
+    ax.hlines(half, target - 0.18, target + 0.18, colors="k", linestyles="--", label="target: half the moving AP")
+    ax.set_xticks(np.arange(len(keys)), [short_name(k, seeds) for k in keys])
+    ax.set_ylabel("Prophesee AP (val)")
+    ax.set_title(f"Moving and stationary AP over {len(seeds)} training seeds (dots: one seed)")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.summarize:
+        print(summarize_seeds([Path(o) for o in args.summarize]))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        plot_seeds([Path(o) for o in args.summarize], Path(args.out) / "evidence_seeds.png")
+        print(f"\n{Path(args.out) / 'evidence_seeds.png'}")
+        return 0
     s = QUICK if args.quick else FULL
     keys = args.models.split(",")
     unknown = [k for k in keys if k.removesuffix("_more") not in LABELS]

@@ -42,3 +42,26 @@ def test_an_unknown_run_is_refused_before_any_work(evidence, tmp_path):
     with pytest.raises(SystemExit, match="unknown run.*'tbptt_les'"):
         evidence.main(["--models", "recurrent,tbptt_les", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_seeds_summarize_into_means_and_paired_differences(evidence, tmp_path):
+    outs = []
+    for seed, (base, ta) in enumerate([(0.02, 0.10), (0.04, 0.14)]):
+        results = {"recurrent": fake_result(6), "temporal": fake_result(6), "tbptt": fake_result(6)}
+        if seed:  # a run only some seeds have is summarized over those
+            del results["tbptt"]
+        for key, stationary in (("recurrent", base), ("temporal", ta), ("tbptt", 0.0)):
+            if key not in results:
+                continue
+            results[key]["prophesee"]["subsets"] = {
+                "moving": {"AP": 0.4},
+                "stationary": {"AP": stationary, "AP_50": 0.2, "AP_75": 0.1},
+            }
+        (tmp_path / str(seed)).mkdir()
+        (tmp_path / str(seed) / "evidence.json").write_text(evidence.json.dumps({"results": results}))
+        outs.append(tmp_path / str(seed))
+    rows = evidence.summarize_seeds(outs).splitlines()
+    assert rows[0].startswith("| run | seeds |") and rows[2].startswith("| `recurrent` | 2 |")
+    assert "| 0.030 +- 0.014 |" in rows[2] and rows[2].endswith("|  |")  # the baseline: no difference to itself
+    assert "| 0.120 +- 0.028 |" in rows[3] and "| 0.300 | +0.090 [" in rows[3]  # stationary / moving, then the pair
+    assert rows[4].startswith("| `tbptt` | 1 | 0.200 | 0.400 | 0.000 |") and rows[4].endswith("| -0.020 |")
