@@ -311,7 +311,8 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-SUMMARY_KEYS = (("AP", None), ("moving", "AP"), ("stationary", "AP"), ("stationary", "AP_50"), ("stationary", "AP_75"))
+SUMMARY_KEYS = (("AP", None), ("moving", "AP"), ("stationary", "AP"), ("parked", "AP"))
+PAIRED_KEYS = (("AP", None), ("stationary", "AP"), ("stationary", "AP_75"))
 
 
 def load_seeds(outs: list[Path]) -> tuple[list[dict], list[str]]:
@@ -337,10 +338,10 @@ def short_name(key: str, seeds: list[dict]) -> str:
 
 
 def summarize_seeds(outs: list[Path]) -> str:
-    """Markdown: each run's AP and stationary AP (mean +- std), moving AP and the stationary AP_50, AP_75 (means) over
-    the ``outs`` folders' seeds, stationary over moving AP (the target is 1/2), and the paired difference in
-    stationary AP against the recurrent rvt-t on the same seeds at the same number of epochs (``recurrent`` for first
-    runs, ``recurrent_more`` for continued ones)."""
+    """Two Markdown tables over the ``outs`` folders' seeds: each run's AP and stationary AP (mean +- std), moving and
+    parked AP and stationary over moving AP (means; the target is 1/2); then each run's paired differences (mean [95%
+    t interval]) in AP, stationary AP and its AP_75 against the recurrent rvt-t on the same seeds at the
+    same number of epochs (``recurrent`` for first runs, ``recurrent_more`` for continued ones)."""
     from yolo_etram.experiments.stats import paired_difference, summarize
 
     seeds, keys = load_seeds(outs)
@@ -349,20 +350,24 @@ def summarize_seeds(outs: list[Path]) -> str:
         s = summarize(values)
         return f"{s.mean:.3f}" if s.std is None or not spread else f"{s.mean:.3f} +- {s.std:.3f}"
 
-    head = ["seeds", "AP", "moving AP", "stationary AP", "its AP50", "its AP75", "stat. / moving", "stat. vs rvt-t"]
+    head = ["seeds", "AP", "moving AP", "stationary AP", "parked AP", "stationary / moving"]
     rows = ["| run | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    pairs = ["| minus rvt-t at equal epochs | " + " | ".join(f"{a} {b or ''}".strip() for a, b in PAIRED_KEYS) + " |"]
+    pairs.append("|---" * (len(PAIRED_KEYS) + 1) + "|")
     for key in keys:
         moving, stationary = seed_values(seeds, key, "moving"), seed_values(seeds, key, "stationary")
         cells = [str(sum(v is not None for v in moving))]
         cells += [fmt(seed_values(seeds, key, *k), i in (0, 2)) for i, k in enumerate(SUMMARY_KEYS)]
         cells.append(fmt([None if m is None else s / m for s, m in zip(stationary, moving)], False))
+        rows.append(f"| `{short_name(key, seeds)}` | " + " | ".join(cells) + " |")
         base = "recurrent_more" if key.endswith("_more") else "recurrent"
-        diff = ""
         if key != base and base in keys:
-            d = paired_difference(seed_values(seeds, base, "stationary"), stationary)
-            diff = f"{d.mean:+.3f}" + ("" if d.ci is None else f" [{d.ci[0]:+.3f}, {d.ci[1]:+.3f}]")
-        rows.append(f"| `{short_name(key, seeds)}` | " + " | ".join([*cells, diff]) + " |")
-    return "\n".join(rows)
+            diffs = []
+            for k in PAIRED_KEYS:
+                d = paired_difference(seed_values(seeds, base, *k), seed_values(seeds, key, *k))
+                diffs.append(f"{d.mean:+.3f}" + ("" if d.ci is None else f" [{d.ci[0]:+.3f}, {d.ci[1]:+.3f}]"))
+            pairs.append(f"| `{short_name(key, seeds)}` | " + " | ".join(diffs) + " |")
+    return "\n".join([*rows, "", *pairs])
 
 
 def plot_seeds(outs: list[Path], path: Path) -> None:
@@ -417,15 +422,12 @@ def main(argv=None) -> int:
     epochs = args.epochs or s["epochs"]
     previous = out / "evidence.json"
     results = json.loads(previous.read_text())["results"] if previous.is_file() else {}  # runs of earlier calls stay
+    settings = {**s, "epochs": epochs, "traffic": TRAFFIC, "seed": args.seed, "data_seed": args.data_seed}
     for key in keys:
         print(f"[evidence] {label(key, epochs)}: {epochs} epochs")
         results[key] = run_one(key, data, out, s, epochs, args.seed)
-    summary = {
-        "settings": {**s, "epochs": epochs, "traffic": TRAFFIC, "seed": args.seed, "data_seed": args.data_seed},
-        "total_s": round(time.perf_counter() - t0, 1),
-        "results": results,
-    }
-    (out / "evidence.json").write_text(json.dumps(summary, indent=1))
+        summary = {"settings": settings, "total_s": round(time.perf_counter() - t0, 1), "results": results}
+        (out / "evidence.json").write_text(json.dumps(summary, indent=1))  # after every run: an interruption keeps it
     plot(results, out / "evidence.png")
     print(table(results))
     print(f"\n{out / 'evidence.json'}, {out / 'evidence.png'}; total {summary['total_s'] / 60:.1f} min")

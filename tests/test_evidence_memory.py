@@ -55,13 +55,17 @@ def test_seeds_summarize_into_means_and_paired_differences(evidence, tmp_path):
                 continue
             results[key]["prophesee"]["subsets"] = {
                 "moving": {"AP": 0.4},
+                "parked": {"AP": 0.0},
                 "stationary": {"AP": stationary, "AP_50": 0.2, "AP_75": 0.1},
             }
         (tmp_path / str(seed)).mkdir()
         (tmp_path / str(seed) / "evidence.json").write_text(evidence.json.dumps({"results": results}))
         outs.append(tmp_path / str(seed))
-    rows = evidence.summarize_seeds(outs).splitlines()
-    assert rows[0].startswith("| run | seeds |") and rows[2].startswith("| `recurrent` | 2 |")
-    assert "| 0.030 +- 0.014 |" in rows[2] and rows[2].endswith("|  |")  # the baseline: no difference to itself
-    assert "| 0.120 +- 0.028 |" in rows[3] and "| 0.300 | +0.090 [" in rows[3]  # stationary / moving, then the pair
-    assert rows[4].startswith("| `tbptt` | 1 | 0.200 | 0.400 | 0.000 |") and rows[4].endswith("| -0.020 |")
+    means, pairs = (t.splitlines() for t in evidence.summarize_seeds(outs).split("\n\n"))
+    assert means[0].startswith("| run | seeds |")
+    assert means[2].startswith("| `recurrent` | 2 | 0.200 +- 0.000 | 0.400 |")
+    assert "| 0.030 +- 0.014 |" in means[2] and "| 0.120 +- 0.028 |" in means[3]  # stationary AP over the seeds
+    assert means[3].endswith("| 0.300 |")  # stationary / moving
+    assert means[4].startswith("| `tbptt` | 1 | 0.200 | 0.400 | 0.000 |")  # a run only one seed has
+    assert pairs[2].startswith("| `temporal` | +0.000 [") and "| +0.090 [" in pairs[2]  # paired with rvt-t's seeds
+    assert pairs[3].startswith("| `tbptt` |") and "| -0.020 |" in pairs[3]  # one pair: no interval
