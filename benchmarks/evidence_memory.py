@@ -125,17 +125,18 @@ def run_one(key: str, data: Path, out: Path, s: dict, epochs: int, seed: int) ->
     from yolo_etram import EventYOLO
     from yolo_etram.utils.sizes import round_up
 
-    runs = {
-        "recurrent": ("rvt-t.yaml", data, s["batch"]),
-        "temporal": ("rvt-t-ta.yaml", data, s["batch"]),  # rvt-t with temporal attention over the last 4 windows
-        "reset": ("rvt-t.yaml", variant_yaml(data, out, memory=False), s["batch"]),
+    runs = {  # model, changes to the data YAML, stream slots
+        "recurrent": ("rvt-t.yaml", {}, s["batch"]),
+        "temporal": ("rvt-t-ta.yaml", {}, s["batch"]),  # rvt-t with temporal attention over the last 4 windows
+        "reset": ("rvt-t.yaml", {"memory": False}, s["batch"]),
         # one window per sample: as many windows per optimizer step as the recurrent runs' B x T
-        "yolov8n": ("yolov8n.yaml", data, s["batch"] * s["seq_len"]),
+        "yolov8n": ("yolov8n.yaml", {}, s["batch"] * s["seq_len"]),
         # rvt-t backpropagating through 2T windows (the same windows per epoch, half as many optimizer steps)
-        "tbptt": ("rvt-t.yaml", variant_yaml(data, out, seq_len=2 * s["seq_len"]), s["batch"]),
+        "tbptt": ("rvt-t.yaml", {"seq_len": 2 * s["seq_len"]}, s["batch"]),
     }
     first = key.removesuffix("_more")
-    model_yaml, data_yaml, batch = runs[first]
+    model_yaml, changes, batch = runs[first]
+    data_yaml = variant_yaml(data, out, **changes) if changes else data
     if key != first:  # trained on for as many epochs again from the first run's weights (is its memory still growing?)
         model_yaml = str(out / first / "weights" / "last.pt")
 
@@ -333,8 +334,9 @@ def seed_values(seeds: list[dict], key: str, subset: str, metric: str | None = "
 
 
 def short_name(key: str, seeds: list[dict]) -> str:
-    epochs = next(r[key]["epochs"] for r in seeds if key in r)
-    return key.removesuffix("_more") + (f" +{epochs}" if key.endswith("_more") else "")
+    """``temporal`` or ``temporal +6``: a run's name in the seed tables."""
+    first = key.removesuffix("_more")
+    return first if first == key else f"{first} +{next(r[key]['epochs'] for r in seeds if key in r)}"
 
 
 def summarize_seeds(outs: list[Path]) -> str:
@@ -381,17 +383,23 @@ def plot_seeds(outs: list[Path], path: Path) -> None:
 
     seeds, keys = load_seeds(outs)
     fig, ax = plt.subplots(figsize=(9, 4))
+    means = {}
     for j, (subset, color) in enumerate((("moving", "tab:blue"), ("stationary", "tab:red"))):
         vals = [[v for v in seed_values(seeds, k, subset) if v is not None] for k in keys]
-        means = np.array([np.mean(v) for v in vals])
+        means[subset] = np.array([np.mean(v) for v in vals])
         x = np.arange(len(keys)) + (j - 0.5) * 0.38
-        ax.bar(x, means, 0.36, color=color, alpha=0.5, label=f"{subset} AP (mean)")
+        ax.bar(x, means[subset], 0.36, color=color, alpha=0.5, label=f"{subset} AP (mean)")
         for xi, v in zip(x, vals):
             ax.plot([xi] * len(v), v, "o", color=color, ms=4)
-        if subset == "moving":
-            half = means / 2
-    target = np.arange(len(keys)) + 0.19
-    ax.hlines(half, target - 0.18, target + 0.18, colors="k", linestyles="--", label="target: half the moving AP")
+    target = np.arange(len(keys)) + 0.19  # over the stationary bars
+    ax.hlines(
+        means["moving"] / 2,
+        target - 0.18,
+        target + 0.18,
+        colors="k",
+        linestyles="--",
+        label="target: half the moving AP",
+    )
     ax.set_xticks(np.arange(len(keys)), [short_name(k, seeds) for k in keys])
     ax.set_ylabel("Prophesee AP (val)")
     ax.set_title(f"Moving and stationary AP over {len(seeds)} training seeds (dots: one seed)")
